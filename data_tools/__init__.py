@@ -1,0 +1,1 @@
+"""Data preparation for cse: ``python -m data_tools ...`` (webdataset shards, subsets, digits)."""
