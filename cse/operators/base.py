@@ -1,0 +1,32 @@
+"""Operator contract (DESIGN §3): ``forward(x) = A(x)`` on images, noise-free and differentiable."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+
+class Operator(nn.Module, ABC):
+    """A forward model ``A``. Images are ``[B, C, H, W]`` in [-1, 1]; fixed tensors are buffers."""
+
+    @abstractmethod
+    def forward(self, x: Tensor) -> Tensor:
+        """``A(x)``, sample by sample."""
+
+    def lift(self, y: Tensor) -> Tensor:
+        """An image-shaped view of a measurement: the CSE's conditioning input."""
+        return y
+
+
+class LinearOperator(Operator):
+    """A linear ``A`` with its exact adjoint: ``<A x, y> = <x, A^T y>``."""
+
+    @abstractmethod
+    def adjoint(self, y: Tensor) -> Tensor:
+        """``A^T y``."""
+
+
+def check_image(x: Tensor, name: str = "image") -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be [B, C, H, W], got shape {tuple(x.shape)}")

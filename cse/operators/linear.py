@@ -1,0 +1,95 @@
+"""Linear operators: a dense matrix (exact tier), x`factor` super-resolution, box inpainting."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from cse.operators.base import LinearOperator, check_image
+from cse.operators.resize import imresize, resize_matrices
+
+
+class MatrixOperator(LinearOperator):
+    """``A x`` for a dense ``A`` ``[M, D]`` acting on flattened samples ``[B, ...]`` -> ``[B, M]``."""
+
+    def __init__(self, A: Tensor) -> None:
+        super().__init__()
+        A = torch.as_tensor(A)
+        if A.ndim != 2:
+            raise ValueError(f"A must be [M, D], got shape {tuple(A.shape)}")
+        self.register_buffer("A", A)
+        self.register_buffer("A_pinv", torch.linalg.pinv(A))
+
+    def _check(self, x: Tensor) -> Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        if flat.shape[1] != self.A.shape[1]:
+            raise ValueError(f"MatrixOperator expects samples with {self.A.shape[1]} values, got shape {tuple(x.shape)}")
+        return flat
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._check(x) @ self.A.to(x).T
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return y @ self.A.to(y)
+
+    def lift(self, y: Tensor) -> Tensor:
+        """The least-squares estimate ``A^+ y`` ``[B, D]``."""
+        return y @ self.A_pinv.to(y).T
+
+
+class SuperResolution(LinearOperator):
+    """Down-sampling by ``factor`` with MATLAB's antialiased bicubic ``imresize`` (the paper's SR)."""
+
+    def __init__(self, factor: int = 8) -> None:
+        super().__init__()
+        if factor < 1:
+            raise ValueError(f"factor must be a positive integer, got {factor}")
+        self.factor = factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_image(x)
+        height, width = x.shape[-2:]
+        if height % self.factor or width % self.factor:
+            raise ValueError(f"SuperResolution(factor={self.factor}) needs an image size it divides, got {height}x{width}")
+        return imresize(x, height // self.factor, width // self.factor)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        check_image(y, "measurement")
+        height, width = y.shape[-2:]
+        rows, cols = resize_matrices(height * self.factor, width * self.factor, height, width, y)
+        return rows.T @ y @ cols
+
+    def lift(self, y: Tensor) -> Tensor:
+        """Bicubic up-sampling back to the image size."""
+        check_image(y, "measurement")
+        return imresize(y, y.shape[-2] * self.factor, y.shape[-1] * self.factor)
+
+
+class BoxInpainting(LinearOperator):
+    """Zeroes a centred ``size`` x ``size`` box (the paper's box inpainting, 128 px on 512 px images)."""
+
+    def __init__(self, size: int = 128) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        self.size = size
+
+    def mask(self, like: Tensor) -> Tensor:
+        """``[H, W]`` mask: 1 where observed, 0 inside the box."""
+        height, width = like.shape[-2:]
+        if self.size > min(height, width):
+            raise ValueError(f"BoxInpainting(size={self.size}) does not fit a {height}x{width} image")
+        top, left = (height - self.size) // 2, (width - self.size) // 2
+        mask = torch.ones(height, width, dtype=like.dtype, device=like.device)
+        mask[top : top + self.size, left : left + self.size] = 0
+        return mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_image(x)
+        return x * self.mask(x)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return self.forward(y)
+
+    def lift(self, y: Tensor) -> Tensor:
+        return self.forward(y)

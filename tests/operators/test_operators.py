@@ -1,0 +1,171 @@
+"""Property tests over every operator: shapes, adjointness, dtype/device, batch independence."""
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+import torch.nn.functional as F
+
+from cse.operators import BoxInpainting, Convolution, GaussianBlur, GaussianNoise, MatrixOperator, SuperResolution
+from cse.operators.blur import gaussian_kernel
+from cse.operators.resize import imresize, resize_matrix
+from cse.seeding import generators_from_seeds
+
+# (operator factory, input shape, measurement shape)
+OPERATORS = [
+    pytest.param(lambda: MatrixOperator(torch.randn(5, 12)), (3, 12), (3, 5), id="matrix"),
+    pytest.param(lambda: SuperResolution(4), (2, 3, 32, 32), (2, 3, 8, 8), id="sr4"),
+    pytest.param(lambda: SuperResolution(8), (2, 3, 64, 48), (2, 3, 8, 6), id="sr8-rect"),
+    pytest.param(lambda: GaussianBlur(61, 3.0), (2, 3, 40, 36), (2, 3, 40, 36), id="gblur-paper"),
+    pytest.param(lambda: GaussianBlur(5, 0.8), (2, 1, 9, 11), (2, 1, 9, 11), id="gblur-small"),
+    pytest.param(lambda: Convolution(torch.randn(5, 7)), (2, 3, 12, 10), (2, 3, 12, 10), id="conv-asymmetric"),
+    pytest.param(lambda: BoxInpainting(8), (2, 3, 16, 20), (2, 3, 16, 20), id="inpaint"),
+]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum()
+
+
+@pytest.mark.parametrize("make, x_shape, y_shape", OPERATORS)
+def test_shapes_and_lift(make, x_shape, y_shape):
+    A = make()
+    x = torch.randn(x_shape)
+    y = A(x)
+    assert y.shape == y_shape
+    assert A.lift(y).shape == x_shape
+
+
+@pytest.mark.parametrize("make, x_shape, y_shape", OPERATORS)
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+def test_adjointness(make, x_shape, y_shape, dtype, rtol):
+    A = make()
+    for _ in range(3):
+        x, y = torch.randn(x_shape, dtype=dtype), torch.randn(y_shape, dtype=dtype)
+        lhs, rhs = inner(A(x), y), inner(x, A.adjoint(y))
+        assert torch.allclose(lhs, rhs, rtol=rtol, atol=0), (lhs.item(), rhs.item())
+
+
+@pytest.mark.parametrize("make, x_shape, y_shape", OPERATORS)
+def test_linearity(make, x_shape, y_shape):
+    A = make()
+    x1, x2 = torch.randn(x_shape, dtype=torch.float64), torch.randn(x_shape, dtype=torch.float64)
+    assert torch.allclose(A(2 * x1 - 3 * x2), 2 * A(x1) - 3 * A(x2))
+
+
+@pytest.mark.parametrize("make, x_shape, y_shape", OPERATORS)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_and_device(make, x_shape, y_shape, device, dtype):
+    A = make().to(device)
+    x = torch.randn(x_shape, dtype=dtype, device=device)
+    for out in (A(x), A.adjoint(A(x)), A.lift(A(x))):
+        assert out.dtype == dtype and out.device.type == device
+
+
+@pytest.mark.parametrize("make, x_shape, y_shape", OPERATORS)
+def test_batch_independence(make, x_shape, y_shape):
+    A = make()
+    x = torch.randn(x_shape)
+    together = A(x)
+    alone = torch.cat([A(x[i : i + 1]) for i in range(x.shape[0])])
+    torch.testing.assert_close(together, alone)
+
+
+@pytest.mark.parametrize("make, x_shape, y_shape", OPERATORS)
+def test_differentiable(make, x_shape, y_shape):
+    A = make()
+    x = torch.randn(x_shape, requires_grad=True)
+    (grad,) = torch.autograd.grad(A(x).square().sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_fixed_tensors_are_buffers():
+    assert "kernel" in dict(GaussianBlur(9, 1.0).named_buffers())
+    assert "A" in MatrixOperator(torch.randn(2, 3)).state_dict()
+
+
+# -- against independent references -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_sr_matches_reference_bicubic_away_from_borders(factor):
+    """torch's antialiased bicubic (a = -0.5, PIL-style) equals MATLAB's imresize except at the
+    borders, where MATLAB mirrors and PIL clips; the interior must agree to rounding."""
+    x = torch.randn(1, 2, 16 * factor, 16 * factor, dtype=torch.float64)
+    ours = SuperResolution(factor)(x)
+    reference = F.interpolate(x, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False)
+    torch.testing.assert_close(ours[..., 2:-2, 2:-2], reference[..., 2:-2, 2:-2], atol=1e-12, rtol=0)
+
+
+def test_sr_lift_is_bicubic_upsampling():
+    y = torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    ours = SuperResolution(8).lift(y)
+    reference = F.interpolate(y, scale_factor=8, mode="bicubic", antialias=True, align_corners=False)
+    torch.testing.assert_close(ours[..., 16:-16, 16:-16], reference[..., 16:-16, 16:-16], atol=1e-12, rtol=0)
+
+
+def test_resize_rows_sum_to_one_and_identity_at_scale_one():
+    assert np.allclose(resize_matrix(64, 8).sum(1), 1)
+    assert np.allclose(resize_matrix(8, 64).sum(1), 1)
+    assert np.allclose(resize_matrix(10, 10), np.eye(10))
+    constant = torch.full((1, 1, 24, 24), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(imresize(constant, 3, 3), torch.full((1, 1, 3, 3), 0.3, dtype=torch.float64))
+
+
+def test_gaussian_kernel_matches_scipy_filter_of_a_delta():
+    """The paper builds its kernel as scipy.ndimage.gaussian_filter of a centred 61x61 delta."""
+    delta = np.zeros((61, 61))
+    delta[30, 30] = 1
+    reference = scipy.ndimage.gaussian_filter(delta, sigma=3.0)
+    ours = gaussian_kernel(61, 3.0).double().numpy()
+    pad = (61 - ours.shape[0]) // 2
+    assert np.abs(np.pad(ours, pad) - reference).max() < 1e-8
+
+
+def test_gaussian_blur_equals_full_kernel_with_paper_padding():
+    """Reflect-padding by 30 and correlating with the full 61x61 kernel, as the paper does."""
+    delta = np.zeros((61, 61))
+    delta[30, 30] = 1
+    full = torch.from_numpy(scipy.ndimage.gaussian_filter(delta, sigma=3.0))
+    x = torch.randn(1, 3, 48, 40, dtype=torch.float64)
+    reference = F.conv2d(F.pad(x, (30, 30, 30, 30), mode="reflect"), full[None, None].expand(3, 1, -1, -1), groups=3)
+    # the kernel buffer is float32, so agreement is to float32 precision
+    torch.testing.assert_close(GaussianBlur(61, 3.0)(x), reference, atol=1e-6, rtol=0)
+
+
+def test_inpainting_box_is_centred():
+    mask = BoxInpainting(4).mask(torch.zeros(1, 1, 8, 10))
+    assert mask.sum() == 80 - 16
+    assert (mask[2:6, 3:7] == 0).all()
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_clear_errors_for_bad_shapes():
+    with pytest.raises(ValueError, match="factor=8.*30x32"):
+        SuperResolution(8)(torch.zeros(1, 3, 30, 32))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        SuperResolution(4)(torch.zeros(3, 32, 32))
+    with pytest.raises(ValueError, match="does not fit"):
+        BoxInpainting(128)(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="larger than 12"):
+        GaussianBlur(61, 3.0)(torch.zeros(1, 3, 10, 10))
+    with pytest.raises(ValueError, match="12 values"):
+        MatrixOperator(torch.randn(5, 12))(torch.zeros(2, 11))
+    with pytest.raises(ValueError, match="odd"):
+        GaussianBlur(60, 3.0)
+
+
+# -- noise ---------------------------------------------------------------------------------------
+
+
+def test_noise_is_per_sample_and_has_its_std():
+    y = torch.zeros(4, 3, 64, 64)
+    noisy = GaussianNoise(0.05)(y, generators_from_seeds([1, 2, 3, 4]))
+    assert abs(noisy.std().item() - 0.05) < 2e-3
+    alone = GaussianNoise(0.05)(y[2:3], generators_from_seeds([3]))
+    torch.testing.assert_close(noisy[2:3], alone)
+    assert GaussianNoise(0.0)(y, generators_from_seeds([1, 2, 3, 4])) is y
