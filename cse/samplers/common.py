@@ -1,0 +1,142 @@
+"""Pieces every sampler shares: the ancestral step, measurement guidance, spherical projection,
+and the loop that turns a per-step update into ``sampler(prior, operator, y, seeds) -> x0``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+import torch
+from torch import Tensor
+
+from cse.operators.base import Operator
+from cse.priors.base import Prior
+from cse.seeding import PerSampleNoise
+
+Denoiser = Callable[[Tensor, float], Tensor]
+"""``(u, sigma) -> x0_hat``, with the prior's control already bound."""
+Residual = Callable[[Tensor], Tensor]
+"""``x0_hat -> [B]`` per-sample measurement residual ``||A(decode(x0_hat)) - y||``."""
+Callback = Callable[[dict], None]
+
+
+def per_sample_norm(x: Tensor) -> Tensor:
+    """Euclidean norm over all but the batch dimension, ``[B]``."""
+    return x.flatten(1).norm(dim=1)
+
+
+def batch_view(v: Tensor, like: Tensor) -> Tensor:
+    """``[B]`` -> ``[B, 1, ..., 1]`` broadcastable against ``like``."""
+    return v.reshape(-1, *[1] * (like.ndim - 1))
+
+
+def ancestral_step(u: Tensor, x0_hat: Tensor, sigma: float, sigma_next: float) -> tuple[Tensor, float]:
+    """Mean and std of the Euler-ancestral (eta = 1) transition ``sigma -> sigma_next``.
+
+    In VE form this is DDPM's posterior ``q(u_next | u, x0_hat)``: ``sigma_up^2 =
+    sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2`` and ``sigma_down = sigma_next^2 / sigma``.
+    """
+    sigma_up = min(sigma_next, (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5)
+    sigma_down = (sigma_next**2 - sigma_up**2) ** 0.5
+    mu = x0_hat + (sigma_down / sigma) * (u - x0_hat)
+    return mu, sigma_up
+
+
+def sphere_radius(sigma_up: float, like: Tensor) -> float:
+    """Radius where ``N(mu, sigma_up^2 I)`` concentrates: ``sqrt(n) sigma_up``, n = values per sample."""
+    return like[0].numel() ** 0.5 * sigma_up
+
+
+def project_to_sphere(u: Tensor, center: Tensor, radius: float) -> Tensor:
+    """Each sample moved radially onto the sphere of ``radius`` around its ``center``."""
+    offset = u - center
+    return center + radius * offset / batch_view(per_sample_norm(offset).clamp_min(1e-12), offset)
+
+
+def measurement_residual(prior: Prior, operator: Operator, y: Tensor) -> Residual:
+    """The non-squared per-sample norm ``||A(decode(x0_hat)) - y||`` (DPS and the paper)."""
+    return lambda x0_hat: per_sample_norm(operator(prior.decode(x0_hat)) - y)
+
+
+def measurement_grad(u: Tensor, sigma: float, denoise: Denoiser, residual: Residual) -> tuple[Tensor, Tensor, Tensor]:
+    """``grad_u ||A(D(u, sigma)) - y||`` per sample, with ``x0_hat`` and the residual ``[B]``.
+
+    The residuals are summed over the batch before ``autograd.grad``, so sample i's gradient
+    is that of its own residual alone.
+    """
+    with torch.enable_grad():
+        u = u.detach().requires_grad_(True)
+        x0_hat = denoise(u, sigma)
+        loss = residual(x0_hat)
+        (grad,) = torch.autograd.grad(loss.sum(), u)
+    bad = ~torch.isfinite(grad.flatten(1)).all(dim=1) | ~torch.isfinite(loss.detach())
+    if bad.any():
+        raise FloatingPointError(
+            f"non-finite guidance at sigma={sigma:.4g} for samples {bad.nonzero().flatten().tolist()} "
+            f"(residuals {loss.detach()[bad].tolist()}); lower the step size or use fp32"
+        )
+    return grad, x0_hat.detach(), loss.detach()
+
+
+def state_template(prior: Prior, y: Tensor | None) -> Tensor:
+    """An empty tensor with the device and dtype of the diffusion state: ``y``'s, else the prior's."""
+    reference = y if y is not None else next(iter([*prior.parameters(), *prior.buffers()]), torch.empty(0))
+    return reference.new_empty(0)
+
+
+@dataclass
+class SamplingContext:
+    """What a step sees: the denoiser (control bound), the residual (None when unguided), noise."""
+
+    denoise: Denoiser
+    residual: Residual | None
+    noise: Callable[[], Tensor]
+
+
+class Sampler(ABC):
+    """``sampler(prior, operator, y, seeds) -> x0`` in image space; subclasses define one step."""
+
+    guided: bool = True
+
+    def __init__(self, num_steps: int) -> None:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        self.num_steps = num_steps
+
+    @abstractmethod
+    def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
+        """One transition ``sigma -> sigma_next``: the next state and what to report."""
+
+    def __call__(
+        self,
+        prior: Prior,
+        operator: Operator | None,
+        y: Tensor | None,
+        seeds: Sequence[int] | Tensor,
+        control: Tensor | None = None,
+        callback: Callback | None = None,
+        shape: Sequence[int] | None = None,
+    ) -> Tensor:
+        """Restore ``y`` ``[B, ...]`` with one seed per sample; returns ``[B, C, H, W]`` images (``decode``d).
+
+        ``control`` is the CSE conditioning (``operator.lift(y)``) for a prior with a ControlNet;
+        ``shape`` overrides ``prior.sample_shape``; ``callback`` receives a dict per step.
+        """
+        if self.guided and (operator is None or y is None):
+            raise ValueError(f"{type(self).__name__} needs an operator and a measurement y")
+        if y is not None and y.shape[0] != len(seeds):
+            raise ValueError(f"need one seed per measurement: {len(seeds)} seeds for {y.shape[0]}")
+        ctx = SamplingContext(
+            denoise=lambda u, sigma: prior.denoise(u, sigma, control),
+            residual=measurement_residual(prior, operator, y) if self.guided else None,
+            noise=PerSampleNoise(seeds, shape or prior.sample_shape, like=state_template(prior, y)),
+        )
+        sigmas = prior.schedule.sigmas(self.num_steps).tolist()
+        u = sigmas[0] * ctx.noise()
+        for index, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+            u, report = self.step(u, sigma, sigma_next, ctx)
+            if callback is not None:
+                callback({"step": index, "sigma": sigma, "sigma_next": sigma_next, "u": u, **report})
+        return prior.decode(u)

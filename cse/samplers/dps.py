@@ -1,0 +1,27 @@
+"""Diffusion posterior sampling (Chung et al., ICLR 2023, Algorithm 1), in VE form."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from cse.samplers.common import Denoiser, Residual, Sampler, SamplingContext, ancestral_step, measurement_grad
+
+
+def dps(
+    u: Tensor, sigma: float, sigma_next: float, denoise: Denoiser, residual: Residual, noise: Tensor, zeta: float
+) -> tuple[Tensor, dict]:
+    """``u_next = mu + sigma_up n - zeta grad_u ||A(D(u)) - y||`` (the paper's eq. 4 step)."""
+    grad, x0_hat, res = measurement_grad(u, sigma, denoise, residual)
+    mu, sigma_up = ancestral_step(u, x0_hat, sigma, sigma_next)
+    return mu + sigma_up * noise - zeta * grad, {"x0_hat": x0_hat, "residual": res}
+
+
+class DPS(Sampler):
+    """DPS with step size ``zeta`` on the non-squared residual (4.8 for SRx8, 0.6 for blur on SD2)."""
+
+    def __init__(self, zeta: float = 1.0, num_steps: int = 500) -> None:
+        super().__init__(num_steps)
+        self.zeta = zeta
+
+    def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
+        return dps(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.zeta)
