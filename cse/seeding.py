@@ -34,7 +34,9 @@ class PerSampleNoise:
     step); the block length depends only on ``shape``, so sample i's noise depends only on its seed.
     """
 
-    def __init__(self, seeds: Sequence[int] | Tensor, shape: Sequence[int], like: Tensor, block_values: int = 2**20) -> None:
+    def __init__(
+        self, seeds: Sequence[int] | Tensor, shape: Sequence[int], like: Tensor, block_values: int = 2**20
+    ) -> None:
         self.generators = generators_from_seeds(seeds)
         self.shape = tuple(shape)
         self.like = like

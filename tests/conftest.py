@@ -1,6 +1,7 @@
-import cse  # noqa: F401  (before anything imports torchvision)
 import pytest
 import torch
+
+import cse  # noqa: F401  (before anything imports torchvision)
 
 
 @pytest.fixture(autouse=True)

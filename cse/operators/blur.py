@@ -15,8 +15,8 @@ def reflect_index(length: int, pad: int, device: torch.device) -> Tensor:
     """Source index of each position of a reflect-padded axis (``F.pad(mode="reflect")``)."""
     if pad >= length:
         raise ValueError(f"reflect padding of {pad} needs an image side larger than {pad}, got {length}")
-    positions = torch.arange(-pad, length + pad, device=device)
-    return torch.where(positions < 0, -positions, torch.where(positions >= length, 2 * (length - 1) - positions, positions))
+    positions = torch.arange(-pad, length + pad, device=device).abs()  # mirror the start ...
+    return torch.where(positions >= length, 2 * (length - 1) - positions, positions)  # ... and the end
 
 
 class Convolution(LinearOperator):

@@ -23,7 +23,7 @@ class MatrixOperator(LinearOperator):
     def _check(self, x: Tensor) -> Tensor:
         flat = x.reshape(x.shape[0], -1)
         if flat.shape[1] != self.A.shape[1]:
-            raise ValueError(f"MatrixOperator expects samples with {self.A.shape[1]} values, got shape {tuple(x.shape)}")
+            raise ValueError(f"MatrixOperator expects {self.A.shape[1]} values per sample, got shape {tuple(x.shape)}")
         return flat
 
     def forward(self, x: Tensor) -> Tensor:
@@ -50,7 +50,7 @@ class SuperResolution(LinearOperator):
         check_image(x)
         height, width = x.shape[-2:]
         if height % self.factor or width % self.factor:
-            raise ValueError(f"SuperResolution(factor={self.factor}) needs an image size it divides, got {height}x{width}")
+            raise ValueError(f"SuperResolution(factor={self.factor}) needs sides it divides, got {height}x{width}")
         return imresize(x, height // self.factor, width // self.factor)
 
     def adjoint(self, y: Tensor) -> Tensor:

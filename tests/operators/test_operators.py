@@ -153,7 +153,7 @@ def test_clear_errors_for_bad_shapes():
         BoxInpainting(128)(torch.zeros(1, 3, 64, 64))
     with pytest.raises(ValueError, match="larger than 12"):
         GaussianBlur(61, 3.0)(torch.zeros(1, 3, 10, 10))
-    with pytest.raises(ValueError, match="12 values"):
+    with pytest.raises(ValueError, match="12 values per sample"):
         MatrixOperator(torch.randn(5, 12))(torch.zeros(2, 11))
     with pytest.raises(ValueError, match="odd"):
         GaussianBlur(60, 3.0)

@@ -1,0 +1,64 @@
+"""The entry points a new user touches first: the CLI, the torchvision fix, the README example."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cse._torchvision_compat as compat
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_cli_lists_the_lightning_subcommands():
+    result = run("-m", "cse", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "python -m cse" in result.stdout
+    for subcommand in ("fit", "validate", "test", "predict"):
+        assert subcommand in result.stdout
+
+
+def test_import_cse_makes_torchvision_lightning_and_metrics_importable():
+    code = (
+        "import cse, torchvision, lightning, torchmetrics, lpips\n"
+        "from torchvision.transforms import v2\n"
+        "import torch\n"
+        "print(v2.RandomHorizontalFlip(p=1.0)(torch.arange(4.0).reshape(1, 2, 2))[0, 0].tolist())"
+    )
+    result = run("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[1.0, 0.0]"
+
+
+def test_torchvision_fix_defines_nothing_where_the_extension_loads(monkeypatch):
+    monkeypatch.setattr(compat, "_library", None)
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    monkeypatch.setattr(compat, "_extension_loads", lambda: True)
+    compat.ensure_torchvision_importable()
+    assert compat._library is None
+
+
+def test_torchvision_fix_leaves_an_imported_torchvision_alone(monkeypatch):
+    monkeypatch.setattr(compat, "_library", None)
+    monkeypatch.setitem(sys.modules, "torchvision", object())
+    monkeypatch.setattr(compat, "_extension_loads", lambda: False)
+    compat.ensure_torchvision_importable()
+    assert compat._library is None
+
+
+def test_readme_example_is_the_example_file_and_runs():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- example:restore_gmm -->\n```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    example = ROOT / "examples" / "restore_gmm.py"
+    assert block.group(1).strip() in example.read_text()
+    result = run(str(example))
+    assert result.returncode == 0, result.stderr
+    residuals = dict(re.findall(r"^\s*(DMAP|DPS|exact posterior): residual ([\d.]+)", result.stdout, re.M))
+    assert set(residuals) == {"DMAP", "DPS", "exact posterior"}
+    assert float(residuals["DMAP"]) < float(residuals["DPS"])
+    assert float(residuals["DMAP"]) < 3 * float(residuals["exact posterior"])
