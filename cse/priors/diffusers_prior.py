@@ -1,0 +1,180 @@
+"""A prior over a diffusers ``UNet2DConditionModel``: pixel or latent (``AutoencoderKL``), eps or v.
+
+The network is fed the VP state ``x_t = u / sqrt(1 + sigma^2)`` at the (fractional) timestep
+of ``sigma``; an attached ControlNet adds its residuals at every evaluation (the paper's "+CSE").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+from torch import Tensor
+
+from cse.priors.base import Prior
+from cse.priors.loading import empty_prompt_embedding, load_or_explain, model_components, resolve_pretrained
+from cse.priors.schedule import DiscreteSchedule
+
+
+class DiffusersPrior(Prior):
+    """Args:
+    unet: the denoiser network (frozen here; the ControlNet is what trains).
+    schedule: its training schedule.
+    prompt_embeds: ``[1, L, cross_attention_dim]`` conditioning, the empty prompt's.
+    prediction_type: ``"epsilon"`` or ``"v_prediction"``.
+    vae: latent priors' autoencoder; None for pixel-space priors.
+    controlnet: the CSE, or None.
+    """
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        schedule: DiscreteSchedule,
+        prompt_embeds: Tensor,
+        prediction_type: str = "epsilon",
+        vae: AutoencoderKL | None = None,
+        controlnet: ControlNetModel | None = None,
+    ) -> None:
+        super().__init__()
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+        self.unet, self.vae, self.controlnet = unet, vae, controlnet
+        self.schedule, self.prediction_type = schedule, prediction_type
+        self.register_buffer("prompt_embeds", prompt_embeds, persistent=False)
+        self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.float(), persistent=False)
+        for module in (unet, vae):
+            if module is not None:
+                module.requires_grad_(False).eval()
+        self.network_evaluations = 0
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        id_or_path: str | os.PathLike = "stabilityai/stable-diffusion-2-base",
+        controlnet: str | os.PathLike | ControlNetModel | None = None,
+        torch_dtype: torch.dtype = torch.float32,
+        revision: str | None = None,
+    ) -> DiffusersPrior:
+        """Load a diffusers pipeline folder or hub id (unet, scheduler, optional vae / text encoder).
+
+        A missing folder, or a hub id that is neither cached nor reachable, raises
+        :class:`~cse.priors.loading.PretrainedNotFoundError` naming what was looked for.
+        """
+        source = resolve_pretrained(id_or_path, revision)
+        components = model_components(source, revision)
+        common = {"revision": revision}
+        scheduler = load_or_explain(DDPMScheduler.from_pretrained, source, "scheduler", subfolder="scheduler", **common)
+        common["torch_dtype"] = torch_dtype
+        unet = load_or_explain(UNet2DConditionModel.from_pretrained, source, "UNet", subfolder="unet", **common)
+        vae = None
+        if "vae" in components:
+            vae = load_or_explain(AutoencoderKL.from_pretrained, source, "VAE", subfolder="vae", **common)
+        if "text_encoder" in components:
+            prompt_embeds = empty_prompt_embedding(source, revision)
+        else:  # unconditional networks: a single zero token
+            prompt_embeds = torch.zeros(1, 1, unet.config.cross_attention_dim)
+        if controlnet is not None and not isinstance(controlnet, ControlNetModel):
+            what = "ControlNet (CSE)"
+            controlnet_source = resolve_pretrained(controlnet, None, what=what)
+            controlnet = load_or_explain(
+                ControlNetModel.from_pretrained, controlnet_source, what, torch_dtype=torch_dtype
+            )
+        return cls(
+            unet,
+            DiscreteSchedule(scheduler.alphas_cumprod),
+            prompt_embeds.to(torch_dtype),
+            scheduler.config.prediction_type,
+            vae,
+            controlnet,
+        )
+
+    # -- shapes and the autoencoder --------------------------------------------------------------
+
+    @property
+    def latent_factor(self) -> int:
+        """Image pixels per latent pixel along a side (1 for pixel priors)."""
+        return 1 if self.vae is None else 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return (self.unet.config.in_channels, *size)
+
+    @property
+    def image_size(self) -> int:
+        return self.sample_shape[-1] * self.latent_factor
+
+    def encode(self, images: Tensor) -> Tensor:
+        if self.vae is None:
+            return images
+        latents = self.vae.encode(images.to(self.vae.dtype)).latent_dist.mean
+        return (latents * self.vae.config.scaling_factor).to(images.dtype)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        if self.vae is None:
+            return latents
+        images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
+        return images.to(latents.dtype)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in the backward pass: VAE decoder, UNet and ControlNet."""
+        for module in (self.vae, self.unet, self.controlnet):
+            if module is not None:
+                module.enable_gradient_checkpointing()
+
+    # -- the network -----------------------------------------------------------------------------
+
+    def network(self, x_t: Tensor, t: Tensor, control: Tensor | None = None) -> Tensor:
+        """The UNet's raw output (eps or v) on the VP state ``x_t`` at timesteps ``t`` ``[B]``,
+        with the ControlNet's residuals added when ``control`` is given."""
+        if control is not None and self.controlnet is None:
+            raise ValueError("control was given but this prior has no ControlNet attached")
+        dtype = self.unet.dtype
+        x_t, t = x_t.to(dtype), t.to(x_t.device)
+        context = self.prompt_embeds.to(dtype).expand(x_t.shape[0], -1, -1)
+        residuals = {}
+        if control is not None:
+            down, mid = self.controlnet(
+                x_t, t, encoder_hidden_states=context, controlnet_cond=control.to(dtype), return_dict=False
+            )
+            residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        self.network_evaluations += x_t.shape[0]
+        return self.unet(x_t, t, encoder_hidden_states=context, **residuals).sample
+
+    def denoise(self, u: Tensor, sigma: Tensor | float, control: Tensor | None = None) -> Tensor:
+        """``x0_hat`` from the network: ``u - sigma eps`` (eps) or ``u / (1 + s^2) - s v / sqrt(1 + s^2)`` (v)."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(u.shape[0])
+        t = self.schedule.sigma_to_t(sigma).to(torch.float32)
+        sigma = sigma.to(device=u.device, dtype=u.dtype).reshape(-1, *[1] * (u.ndim - 1))
+        c_in = (1 + sigma**2).rsqrt()
+        output = self.network(u * c_in, t, control).to(u.dtype)
+        if self.prediction_type == "epsilon":
+            return u - sigma * output
+        return c_in**2 * u - sigma * c_in * output
+
+    def training_pair(self, x0: Tensor, t: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """The forward process at integer timesteps ``t`` ``[B]``: ``(x_t, target)``, the target
+        being eps or ``v = sqrt(ab) eps - sqrt(1 - ab) x0`` as the network predicts."""
+        ab = self.alphas_cumprod.to(x0.device)[t].to(x0.dtype).reshape(-1, *[1] * (x0.ndim - 1))
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        target = eps if self.prediction_type == "epsilon" else ab.sqrt() * eps - (1 - ab).sqrt() * x0
+        return x_t, target
+
+
+def save_pipeline_folder(
+    path: str | os.PathLike, unet: UNet2DConditionModel, scheduler: DDPMScheduler, vae: AutoencoderKL | None = None
+) -> Path:
+    """Write a prior without a text encoder (e.g. a pixel-space one) as a diffusers folder."""
+    path = Path(path)
+    unet.save_pretrained(path / "unet")
+    scheduler.save_pretrained(path / "scheduler")
+    components = {"unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", type(scheduler).__name__]}
+    if vae is not None:
+        vae.save_pretrained(path / "vae")
+        components["vae"] = ["diffusers", "AutoencoderKL"]
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "DiffusionPipeline", **components}, indent=2))
+    return path
