@@ -7,7 +7,7 @@ import torch
 
 from cse.priors import GaussianMixturePrior
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def random_spd(dim: int, generator: torch.Generator) -> torch.Tensor:

@@ -11,7 +11,7 @@ from cse.priors import DiscreteSchedule, GaussianMixturePrior
 from cse.samplers import DMAP, DPS, DSG, SAMPLERS, Ancestral
 from cse.samplers.common import ancestral_step, per_sample_norm
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64_default")
 SCHEDULE = DiscreteSchedule.scaled_linear()
 
 

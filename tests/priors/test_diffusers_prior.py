@@ -1,0 +1,137 @@
+"""The diffusers prior on tiny random SD-like stacks built from config (nothing downloaded)."""
+
+import json
+
+import pytest
+import torch
+
+from cse.models import build_controlnet, conditioning
+from cse.operators import GaussianBlur, SuperResolution
+from cse.priors.diffusers_prior import DiffusersPrior
+from cse.priors.loading import PretrainedNotFoundError
+from cse.samplers import DMAP, DPS, DSG, Ancestral
+
+
+@pytest.fixture(scope="module")
+def latent(tiny_latent) -> DiffusersPrior:
+    return DiffusersPrior.from_pretrained(tiny_latent)
+
+
+def randomised_controlnet(prior: DiffusersPrior) -> torch.nn.Module:
+    """A ControlNet whose zero-initialised output convolutions are given random weights, so
+    that its residuals are not zero (as after training)."""
+    controlnet = build_controlnet(prior)
+    with torch.no_grad():
+        for name, param in controlnet.named_parameters():
+            if "zero_conv" in name or "controlnet_" in name:
+                param.normal_(0, 0.05)
+    return controlnet
+
+
+def test_latent_and_pixel_priors_load_from_folders(latent, tiny_pixel_v):
+    assert latent.sample_shape == (4, 8, 8) and latent.image_size == 16 and latent.latent_factor == 2
+    assert latent.prompt_embeds.shape == (1, 16, 32) and not hasattr(latent, "text_encoder")
+    pixel = DiffusersPrior.from_pretrained(tiny_pixel_v)
+    assert pixel.sample_shape == (3, 16, 16) and pixel.vae is None and pixel.prediction_type == "v_prediction"
+    assert not any(p.requires_grad for p in latent.parameters())
+
+
+@pytest.mark.parametrize("stack", ["tiny_latent", "tiny_pixel_v"])
+def test_denoise_inverts_the_training_parameterisation(stack, request, monkeypatch):
+    """If the network predicted its training target exactly, denoise would return x0: the eps/v
+    conversions of training and sampling agree (at integer timesteps, sigma maps back to t)."""
+    prior = DiffusersPrior.from_pretrained(request.getfixturevalue(stack))
+    x0 = torch.randn(3, *prior.sample_shape)
+    t = torch.tensor([0, 400, 999])
+    eps = torch.randn_like(x0)
+    x_t, target = prior.training_pair(x0, t, eps)
+    seen_t = []
+    monkeypatch.setattr(prior, "network", lambda x, t_, control=None: seen_t.append(t_) or target)
+    sigma = prior.schedule.train_sigmas[t].float()
+    u = x_t * (1 + sigma**2).sqrt().reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(prior.denoise(u, sigma), x0, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(seen_t[0], t.float(), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "sampler", [Ancestral(4), DPS(1.0, 4), DSG(0.1, 4), DMAP(1.0, 4, ascent_steps=2)], ids=lambda s: type(s).__name__
+)
+def test_samplers_run_on_the_latent_prior_with_and_without_a_cse(latent, sampler):
+    A = SuperResolution(2)
+    y = A(torch.rand(2, 3, 16, 16) * 2 - 1)
+    plain = sampler(latent, A, y, seeds=[0, 1])
+    assert plain.shape == (2, 3, 16, 16) and torch.isfinite(plain).all()
+    latent.controlnet = randomised_controlnet(latent)
+    try:
+        with_cse = sampler(latent, A, y, seeds=[0, 1], control=conditioning(A, y))
+    finally:
+        latent.controlnet = None
+    assert with_cse.shape == plain.shape and torch.isfinite(with_cse).all()
+    assert not torch.allclose(with_cse, plain)
+
+
+def test_guidance_flows_through_the_controlnet_and_the_vae_decoder(latent):
+    latent.controlnet = randomised_controlnet(latent)
+    try:
+        A = GaussianBlur(5, 1.0)
+        y = A(torch.rand(1, 3, 16, 16) * 2 - 1)
+        u = torch.randn(1, *latent.sample_shape, requires_grad=True)
+        residual = (A(latent.decode(latent.denoise(u, 2.0, conditioning(A, y)))) - y).norm()
+        residual.backward()
+        assert u.grad is not None and u.grad.abs().sum() > 0
+    finally:
+        latent.controlnet = None
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_latent):
+    prior = DiffusersPrior.from_pretrained(tiny_latent)
+    z = torch.randn(1, 4, 8, 8)
+
+    def grad():
+        u = z.clone().requires_grad_(True)
+        prior.decode(prior.denoise(u, 1.5)).square().sum().backward()
+        return u.grad
+
+    reference = grad()
+    prior.enable_gradient_checkpointing()
+    torch.testing.assert_close(grad(), reference)
+
+
+def test_a_sample_does_not_depend_on_its_batch(latent):
+    A = SuperResolution(2)
+    y = A(torch.rand(3, 3, 16, 16) * 2 - 1)
+    together = DPS(1.0, 3)(latent, A, y, seeds=[5, 6, 7])
+    alone = DPS(1.0, 3)(latent, A, y[1:2], seeds=[6])
+    torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-5)
+
+
+# -- loading errors ------------------------------------------------------------------------------
+
+
+def test_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(PretrainedNotFoundError, match=r"does not exist.*pass DIR"):
+        DiffusersPrior.from_pretrained(tmp_path / "no-such-model")
+
+
+def test_a_hub_id_while_offline_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(
+        PretrainedNotFoundError, match=r"'stabilityai/stable-diffusion-2-base'.*not cached.*HF_HUB_OFFLINE.*hf download"
+    ):
+        DiffusersPrior.from_pretrained("stabilityai/stable-diffusion-2-base")
+
+
+def test_an_empty_tokenizer_is_a_clear_error(tiny_latent, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_latent, tmp_path / "broken")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(PretrainedNotFoundError, match="loaded empty"):
+        DiffusersPrior.from_pretrained(folder)
+
+
+def test_control_without_a_controlnet_is_an_error(latent):
+    with pytest.raises(ValueError, match="no ControlNet attached"):
+        latent.denoise(torch.randn(1, 4, 8, 8), 1.0, control=torch.zeros(1, 3, 16, 16))
