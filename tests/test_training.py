@@ -15,7 +15,10 @@ from cse.training import CSEModule
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*/cse.yaml"))
-SMALL_OPERATOR = {"inpaint": ["--model.init_args.operator.init_args.size=8"]}
+EXTRA_ARGS = {
+    "inpaint": ["--model.init_args.operator.init_args.size=8"],
+    "sr8": ["--trainer.precision=bf16-mixed", "--model.init_args.gradient_checkpointing=true"],
+}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.parent.name)
@@ -36,7 +39,7 @@ def test_each_cse_config_runs_through_the_cli(config, tiny_latent, image_folder,
             "--trainer.fast_dev_run=true",
             f"--trainer.default_root_dir={tmp_path}",
             f"--trainer.logger.init_args.save_dir={tmp_path}",
-            *SMALL_OPERATOR.get(config.parent.name, []),
+            *EXTRA_ARGS.get(config.parent.name, []),
         ]
     )
     assert (tmp_path / "export" / "diffusion_pytorch_model.safetensors").exists()
@@ -135,3 +138,4 @@ def test_training_logs_a_real_offline_wandb_run(tiny_latent, image_folder, tmp_p
     logger.experiment.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert list(runs[0].glob("files/media/images/val/source_conditioning_restored*.png"))
