@@ -1,0 +1,76 @@
+"""``python -m data_tools selfgen``: the paper's self-generated CSE training set, i.e.
+unconditional samples of the prior itself (empty prompt, ancestral sampling), one seed per
+image, run as a Lightning predict job (GPUs, progress bar, resume), then packed into shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch import LightningModule, Trainer
+from torch.utils.data import DataLoader, Dataset
+
+from cse.callbacks import ImageWriter
+from cse.data import decode_image
+from cse.priors.diffusers_prior import DiffusersPrior
+from cse.samplers import Ancestral
+from cse.seeding import seed_from_key
+from data_tools.writing import write_manifest, write_shards
+
+FOLDER = "images"
+
+
+def selfgen_keys(count: int) -> list[str]:
+    return [f"selfgen{i:06d}" for i in range(count)]
+
+
+class KeyDataset(Dataset):
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> str:
+        return self.keys[index]
+
+
+class SelfGenerationModule(LightningModule):
+    """Ancestral samples of ``prior``; image ``key`` is drawn with the seed of ``(seed, key)``."""
+
+    def __init__(self, prior: str, num_steps: int = 50, seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.prior = DiffusersPrior.from_pretrained(prior)
+        self.sampler = Ancestral(num_steps)
+
+    def predict_step(self, keys: list[str], batch_idx: int) -> dict:
+        seeds = [seed_from_key(key, f"selfgen:{self.hparams.seed}") for key in keys]
+        return {"key": keys, "images": {FOLDER: self.sampler(self.prior, None, None, seeds)}}
+
+
+def generate(
+    prior: str,
+    count: int,
+    out: Path,
+    num_steps: int = 50,
+    batch_size: int = 8,
+    seed: int = 0,
+    shard_size: int = 1000,
+    trainer_kwargs: dict | None = None,
+) -> dict:
+    """Generate what is missing under ``out/images``, then (re)write the shards from all of it."""
+    writer = ImageWriter(out, [FOLDER])
+    pending = [key for key in selfgen_keys(count) if not writer.done(key)]
+    trainer = Trainer(callbacks=[writer], logger=False, **(trainer_kwargs or {}))
+    if pending:
+        module = SelfGenerationModule(prior, num_steps, seed)
+        loader = DataLoader(KeyDataset(pending), batch_size=batch_size, collate_fn=list)
+        trainer.predict(module, loader, return_predictions=False)
+    if not trainer.is_global_zero:
+        return {"generated": len(pending)}
+    keys = selfgen_keys(count)
+    samples = ((key, decode_image(writer.path(FOLDER, key).read_bytes()), {"seed_key": key}) for key in keys)
+    rows = write_shards(samples, out / "shards", shard_size)
+    settings = {"prior": str(prior), "count": count, "num_steps": num_steps, "seed": seed, "prompt": ""}
+    write_manifest(out / "shards", rows, [], settings)
+    return {"generated": len(pending), "written": len(rows)}
