@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -9,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch import Tensor
+
+from cse.metrics import ALEXNET_FILE, INCEPTION_FILE, LPIPS, feature_distances, heat_map, weights_file
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -67,3 +72,129 @@ class ImageWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         trainer.strategy.barrier("images written")  # every rank's files exist before anyone reads them
+
+
+def grid(rows: list[Tensor]) -> Tensor:
+    """Rows of ``[B, C, H, W]`` images in [-1, 1] -> one ``[C, rows*H, B*W]`` image in [0, 1]."""
+    size = rows[0].shape[-2:]
+    rows = [F.interpolate(r.float().cpu(), size=size, mode="nearest") for r in rows]
+    return torch.cat([torch.cat(list(r), dim=-1) for r in rows], dim=-2).add(1).div(2).clamp(0, 1)
+
+
+def read_png(path: Path) -> Tensor:
+    """8-bit PNG -> ``[3, H, W]`` in [-1, 1]."""
+    from cse.data import decode_image, to_tensor
+
+    return to_tensor(decode_image(path.read_bytes()))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
+    os.replace(temporary, path)
+
+
+class RestorationWriter(ImageWriter):
+    """Writes ``source/``, ``measurement/``, ``lifted/``, ``recon/`` PNGs (and ``diversity/`` heat
+    maps), one metrics line per image, and at the end ``metrics.jsonl``, ``summary.json`` and
+    ``grid.png``.
+
+    Each rank appends to its own ``metrics/rank{r}.jsonl``; once all ranks are done, rank 0 merges
+    them with earlier runs' lines, adds LPIPS per image and FID/KID over the set, computed from
+    the written PNGs, so a resumed run's summary covers every image.
+    """
+
+    FOLDERS = ("source", "measurement", "lifted", "recon")
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        lpips: bool = True,
+        fid: bool = True,
+        feature_network: torch.nn.Module | None = None,
+        metric_weights_dir: str | None = None,
+        grid_size: int = 8,
+    ) -> None:
+        super().__init__(out, ["recon"])
+        self.lpips, self.fid, self.feature_network = lpips, fid, feature_network
+        self.metric_weights_dir, self.grid_size = metric_weights_dir, grid_size
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Fail before hours of sampling, not after: the metric weights must be on disk."""
+        if stage != "predict":
+            return
+        if self.lpips:
+            weights_file(ALEXNET_FILE, self.metric_weights_dir, "LPIPS")
+        if self.fid and self.feature_network is None:
+            weights_file(INCEPTION_FILE, self.metric_weights_dir, "FID/KID")
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        for folder, images in prediction["images"].items():
+            for key, image in zip(prediction["key"], images, strict=True):
+                if folder == "diversity":
+                    self.path(folder, key).parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(heat_map(image)).save(self.path(folder, key))
+                elif folder != "recon":
+                    save_png_atomic(image, self.path(folder, key))
+        for key, image in zip(prediction["key"], prediction["images"].get("recon", []), strict=True):
+            save_png_atomic(image, self.path("recon", key))  # last: a recon marks the image done
+        if prediction["metrics"]:
+            rank_file = self.out / "metrics" / f"rank{trainer.global_rank}.jsonl"
+            rank_file.parent.mkdir(parents=True, exist_ok=True)
+            with rank_file.open("a") as file:
+                file.writelines(json.dumps(row) + "\n" for row in prediction["metrics"])
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        super().on_predict_end(trainer, pl_module)
+        if trainer.is_global_zero:
+            self.summarise()
+
+    def rows(self) -> dict[str, dict]:
+        """Every image's metrics line, from earlier merges and every rank's file (latest wins)."""
+        rows = {}
+        for file in [self.out / "metrics.jsonl", *sorted((self.out / "metrics").glob("rank*.jsonl"))]:
+            if file.exists():
+                for line in file.read_text().splitlines():
+                    if line.strip():
+                        row = json.loads(line)
+                        rows[row["key"]] = {**rows.get(row["key"], {}), **row}
+        return dict(sorted(rows.items()))
+
+    def load(self, folder: str, keys: list[str]) -> Tensor:
+        return torch.stack([read_png(self.path(folder, key)) for key in keys])
+
+    def summarise(self) -> dict:
+        rows = {key: row for key, row in self.rows().items() if self.done(key)}
+        keys = list(rows)
+        if not keys:
+            return {}
+        if self.lpips:
+            metric = LPIPS(self.metric_weights_dir)
+            for start in range(0, len(keys), 32):
+                chunk = keys[start : start + 32]
+                for key, value in zip(
+                    chunk, metric(self.load("recon", chunk), self.load("source", chunk)), strict=True
+                ):
+                    rows[key]["lpips"] = float(value)
+        summary = {"count": len(keys)}
+        numeric = {n for row in rows.values() for n, v in row.items() if isinstance(v, int | float)}
+        for name in sorted(numeric - {"batch_size"}):  # means of per-image metrics and costs
+            values = [row[name] for row in rows.values() if isinstance(row.get(name), int | float)]
+            summary[name] = float(np.mean(values))
+        if self.fid and len(keys) >= 2:
+            summary |= feature_distances(
+                self.load("source", keys), self.load("recon", keys), self.feature_network, self.metric_weights_dir
+            )
+        write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows.values()))
+        for file in (self.out / "metrics").glob("rank*.jsonl"):
+            file.unlink()
+        write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
+        self.write_grid(keys[: self.grid_size])
+        return summary
+
+    def write_grid(self, keys: list[str]) -> None:
+        """Rows: source, lifted measurement, recon; one column per image."""
+        rows = [self.load(folder, keys) for folder in ("source", "lifted", "recon")]
+        image = (grid(rows) * 2 - 1).clamp(-1, 1)
+        save_png_atomic(image, self.out / "grid.png")

@@ -48,7 +48,8 @@ class DiffusersPrior(Prior):
         for module in (unet, vae):
             if module is not None:
                 module.requires_grad_(False).eval()
-        self.network_evaluations = 0
+        self.network_evaluations = 0  # forward passes, counted per sample
+        self.network_gradients = 0  # of which back-propagated through
 
     @classmethod
     def from_pretrained(
@@ -143,6 +144,8 @@ class DiffusersPrior(Prior):
             )
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         self.network_evaluations += x_t.shape[0]
+        if torch.is_grad_enabled() and x_t.requires_grad:
+            self.network_gradients += x_t.shape[0]  # a backward pass through the network follows
         return self.unet(x_t, t, encoder_hidden_states=context, **residuals).sample
 
     def denoise(self, u: Tensor, sigma: Tensor | float, control: Tensor | None = None) -> Tensor:
