@@ -8,10 +8,12 @@ CSE's conditioning when a ControlNet is configured) -> return images and per-ima
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from cse.callbacks import RestorationWriter
 from cse.metrics import diversity, psnr, ssim
@@ -82,8 +84,22 @@ class RestorationModule(LightningModule):
         seeds = [seed_from_key(key, f"sample:{self.hparams.seed}:{j}") for j in range(k) for key in keys]
         y_k = y.repeat(k, *[1] * (y.ndim - 1))
         control = conditioning(self.operator, y_k) if self.prior.controlnet is not None else None
-        x = self.sampler(self.prior, self.operator, y_k, seeds, control=control)
+        with self.step_progress() as progress:
+            x = self.sampler(self.prior, self.operator, y_k, seeds, control=control, callback=progress)
         return x.reshape(k, len(keys), *x.shape[1:])
+
+    @contextmanager
+    def step_progress(self):
+        """A second progress bar, over the diffusion steps of the current batch (rank 0 only)."""
+        trainer = self._trainer
+        if trainer is None or not trainer.is_global_zero or trainer.progress_bar_callback is None:
+            yield None
+            return
+        bar = tqdm(total=self.sampler.num_steps, desc="diffusion steps", position=1, leave=False, dynamic_ncols=True)
+        try:
+            yield lambda state: bar.update(1)
+        finally:
+            bar.close()
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         todo = [i for i, key in enumerate(batch["key"]) if not self.writer.done(key)]

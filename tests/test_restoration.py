@@ -43,6 +43,11 @@ def overrides(config: Path, tiny_latent: str, tiny_cse: str, images: str, out: P
         "--model.init_args.lpips=false",
         "--model.init_args.feature_network=cse.metrics.PixelFeatures",
         *(["--model.init_args.operator.init_args.size=8"] if config.parent.name == "inpaint" else []),
+        *(
+            ["--trainer.precision=bf16-mixed", "--model.init_args.gradient_checkpointing=true"]
+            if config.stem == "dmap_full"
+            else []
+        ),
         f"--trainer.default_root_dir={out}",
         f"--data.init_args.predict={images}",
         "--data.init_args.image_size=16",
