@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from cse.priors.diffusers_prior import save_pipeline_folder
+from cse.priors.diffusers_prior import save_pipeline_folder, sd_scheduler
 
 
 def tiny_unet(in_channels: int, sample_size: int, cross_attention_dim: int = 32) -> UNet2DConditionModel:
@@ -40,12 +40,6 @@ def tiny_vae() -> AutoencoderKL:
         layers_per_block=1,
         norm_num_groups=8,
         sample_size=32,
-    )
-
-
-def sd_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
-    return DDPMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type=prediction_type
     )
 
 

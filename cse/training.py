@@ -22,6 +22,7 @@ from cse.callbacks import grid
 from cse.metrics import psnr
 from cse.models import build_controlnet, conditioning
 from cse.operators.base import Operator
+from cse.priors.diffusers_prior import DiffusersPrior
 from cse.restoration import RestorationModule
 from cse.samplers import Ancestral
 from cse.samplers.common import Sampler
@@ -105,11 +106,7 @@ class CSEModule(RestorationModule):
         control = conditioning(self.operator, self.measure(images, keys, salt))
         with torch.no_grad():
             x0 = self.prior.encode(images)
-        generators = generators_from_seeds([seed_from_key(k, f"{salt}:{self.hparams.seed}:t") for k in keys])
-        t = torch.cat([torch.randint(0, self.prior.schedule.num_train_steps, (1,), generator=g) for g in generators])
-        x_t, target = self.prior.training_pair(x0, t.to(self.device), randn(generators, x0.shape[1:], like=x0))
-        prediction = self.prior.network(x_t, t.to(self.device), control)
-        return F.mse_loss(prediction.float(), target.float())
+        return denoising_loss(self.prior, x0, keys, f"{salt}:{self.hparams.seed}", control)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self.denoising_loss(batch["image"], batch["key"], f"train:{self.current_epoch}:{batch_idx}")
@@ -150,6 +147,19 @@ class CSEModule(RestorationModule):
     def on_train_end(self) -> None:
         if self.hparams.export_dir:
             export_controlnet(self.controlnet, self.hparams.export_dir)
+
+
+def denoising_loss(
+    prior: DiffusersPrior, x0: Tensor, keys: list[str], salt: str, control: Tensor | None = None
+) -> Tensor:
+    """The diffusion training loss: MSE of the network to its eps (or v) target, at a timestep and
+    noise drawn per sample from the seed of ``(salt, key)`` (so a resumed run repeats them)."""
+    generators = generators_from_seeds([seed_from_key(k, f"{salt}:t") for k in keys])
+    t = torch.cat([torch.randint(0, prior.schedule.num_train_steps, (1,), generator=g) for g in generators]).to(
+        x0.device
+    )
+    x_t, target = prior.training_pair(x0, t, randn(generators, x0.shape[1:], like=x0))
+    return F.mse_loss(prior.network(x_t, t, control).float(), target.float())
 
 
 def export_controlnet(controlnet, path: str | os.PathLike) -> Path:

@@ -5,31 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image
 
-from cse.operators.resize import imresize
+from cse.digits import SPLIT_SEED, digit_images, split
 from data_tools.writing import write_manifest, write_shards
-
-TEST_COUNT = 200
-SPLIT_SEED = 0
-
-
-def digit_images(size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """``[N, size, size]`` uint8 images (bicubic up-sampling, MATLAB-style) and labels ``[N]``."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = torch.from_numpy(digits.images / 16.0)  # [N, 8, 8] in [0, 1]
-    upsampled = imresize(pixels, size, size).clamp(0, 1)
-    return (upsampled * 255).round().to(torch.uint8).numpy(), digits.target
-
-
-def split(n: int) -> tuple[list[int], list[int]]:
-    """A fixed seeded split: ``TEST_COUNT`` test indices, the rest train, each sorted."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
-    return sorted(order[TEST_COUNT:]), sorted(order[:TEST_COUNT])
 
 
 def build_digits(out: Path, size: int = 16, shard_size: int = 1000) -> dict:

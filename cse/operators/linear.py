@@ -66,22 +66,24 @@ class SuperResolution(LinearOperator):
 
 
 class BoxInpainting(LinearOperator):
-    """Zeroes a centred ``size`` x ``size`` box (the paper's box inpainting, 128 px on 512 px images)."""
+    """Zeroes a centred box: ``size`` x ``size``, or ``(height, width)`` (the paper: 128 px on 512 px)."""
 
-    def __init__(self, size: int = 128) -> None:
+    def __init__(self, size: int | tuple[int, int] = 128) -> None:
         super().__init__()
-        if size < 1:
-            raise ValueError(f"size must be positive, got {size}")
-        self.size = size
+        box = (size, size) if isinstance(size, int) else tuple(size)
+        if len(box) != 2 or min(box) < 1:
+            raise ValueError(f"size must be a positive int or (height, width), got {size}")
+        self.size = box
 
     def mask(self, like: Tensor) -> Tensor:
         """``[H, W]`` mask: 1 where observed, 0 inside the box."""
         height, width = like.shape[-2:]
-        if self.size > min(height, width):
-            raise ValueError(f"BoxInpainting(size={self.size}) does not fit a {height}x{width} image")
-        top, left = (height - self.size) // 2, (width - self.size) // 2
+        box_h, box_w = self.size
+        if box_h > height or box_w > width:
+            raise ValueError(f"BoxInpainting(size={box_h}x{box_w}) does not fit a {height}x{width} image")
+        top, left = (height - box_h) // 2, (width - box_w) // 2
         mask = torch.ones(height, width, dtype=like.dtype, device=like.device)
-        mask[top : top + self.size, left : left + self.size] = 0
+        mask[top : top + box_h, left : left + box_w] = 0
         return mask
 
     def forward(self, x: Tensor) -> Tensor:

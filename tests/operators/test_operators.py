@@ -20,6 +20,7 @@ OPERATORS = [
     pytest.param(lambda: GaussianBlur(5, 0.8), (2, 1, 9, 11), (2, 1, 9, 11), id="gblur-small"),
     pytest.param(lambda: Convolution(torch.randn(5, 7)), (2, 3, 12, 10), (2, 3, 12, 10), id="conv-asymmetric"),
     pytest.param(lambda: BoxInpainting(8), (2, 3, 16, 20), (2, 3, 16, 20), id="inpaint"),
+    pytest.param(lambda: BoxInpainting((8, 16)), (2, 3, 16, 16), (2, 3, 16, 16), id="inpaint-band"),
 ]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -139,6 +140,8 @@ def test_inpainting_box_is_centred():
     mask = BoxInpainting(4).mask(torch.zeros(1, 1, 8, 10))
     assert mask.sum() == 80 - 16
     assert (mask[2:6, 3:7] == 0).all()
+    band = BoxInpainting((8, 16)).mask(torch.zeros(1, 1, 16, 16))
+    assert band.sum() == 128 and (band[4:12] == 0).all()  # half the image
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -149,7 +152,7 @@ def test_clear_errors_for_bad_shapes():
         SuperResolution(8)(torch.zeros(1, 3, 30, 32))
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         SuperResolution(4)(torch.zeros(3, 32, 32))
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="size=128x128.* does not fit a 64x64"):
         BoxInpainting(128)(torch.zeros(1, 3, 64, 64))
     with pytest.raises(ValueError, match="larger than 12"):
         GaussianBlur(61, 3.0)(torch.zeros(1, 3, 10, 10))
