@@ -78,14 +78,15 @@ class RestorationModule(LightningModule):
         generators = generators_from_seeds([seed_from_key(k, f"{salt}:{self.hparams.seed}") for k in keys])
         return self.noise(self.operator(images), generators)
 
-    def restore(self, y: Tensor, keys: list[str]) -> Tensor:
+    def restore(self, y: Tensor, keys: list[str], image_shape: tuple[int, ...]) -> Tensor:
         """``[k, B, C, H, W]``: k restorations of each measurement, all in one sampler batch."""
         k = self.hparams.samples_per_image
         seeds = [seed_from_key(key, f"sample:{self.hparams.seed}:{j}") for j in range(k) for key in keys]
         y_k = y.repeat(k, *[1] * (y.ndim - 1))
         control = conditioning(self.operator, y_k) if self.prior.controlnet is not None else None
         with self.step_progress() as progress:
-            x = self.sampler(self.prior, self.operator, y_k, seeds, control=control, callback=progress)
+            shape = self.prior.latent_shape(image_shape)
+            x = self.sampler(self.prior, self.operator, y_k, seeds, control=control, callback=progress, shape=shape)
         return x.reshape(k, len(keys), *x.shape[1:])
 
     @contextmanager
@@ -118,7 +119,7 @@ class RestorationModule(LightningModule):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(images.device)
         start = time.perf_counter()
-        samples = self.restore(y, keys)
+        samples = self.restore(y, keys, images.shape)
         if on_gpu:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start

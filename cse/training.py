@@ -125,7 +125,8 @@ class CSEModule(RestorationModule):
         """Sample the CSE alone (the paper's "CSE" row) on held-out images and log a grid."""
         control = conditioning(self.operator, self.measure(images, keys, "val"))
         seeds = [seed_from_key(k, "val:sample") for k in keys]
-        restored = Ancestral(self.hparams.validation_steps)(self.prior, None, None, seeds, control=control)
+        shape = self.prior.latent_shape(images.shape)
+        restored = Ancestral(self.hparams.validation_steps)(self.prior, None, None, seeds, control=control, shape=shape)
         self.log("val/psnr", psnr(restored, images).mean(), batch_size=len(keys), sync_dist=True)
         log_image = getattr(self.logger, "log_image", None)
         if log_image is not None and self.global_rank == 0:

@@ -18,13 +18,13 @@ def methods(steps: dict) -> dict:
     """name -> (label, sampler class, sampler init args, uses the CSE)."""
     zeta, dmap, rate = steps["dps_zeta"], steps["dmap_zeta"], steps["dsg_rate"]
     return {
-        "dps": ("DPS", "DPS", {"zeta": zeta, "num_steps": 100}, False),
-        "dsg": ("DSG", "DSG", {"guidance_rate": rate, "num_steps": 100}, False),
-        "dmap_same": ("DMAP (same)", "DMAP", {"zeta": 2 * dmap, "num_steps": 50, "ascent_steps": 2}, False),
-        "dmap_full": ("DMAP (full)", "DMAP", {"zeta": dmap, "num_steps": 100, "ascent_steps": 3}, False),
-        "cse": ("the CSE alone", "Ancestral", {"num_steps": 100}, True),
-        "dps_cse": ("DPS + CSE", "DPS", {"zeta": zeta, "num_steps": 100}, True),
-        "dmap_cse": ("DMAP (full) + CSE", "DMAP", {"zeta": dmap, "num_steps": 100, "ascent_steps": 3}, True),
+        "dps": ("DPS", "DPS", {"zeta": zeta, "num_steps": 50}, False),
+        "dsg": ("DSG", "DSG", {"guidance_rate": rate, "num_steps": 50}, False),
+        "dmap_same": ("DMAP (same)", "DMAP", {"zeta": 2 * dmap, "num_steps": 25, "ascent_steps": 2}, False),
+        "dmap_full": ("DMAP (full)", "DMAP", {"zeta": dmap, "num_steps": 50, "ascent_steps": 3}, False),
+        "cse": ("the CSE alone", "Ancestral", {"num_steps": 50}, True),
+        "dps_cse": ("DPS + CSE", "DPS", {"zeta": zeta, "num_steps": 50}, True),
+        "dmap_cse": ("DMAP (full) + CSE", "DMAP", {"zeta": dmap, "num_steps": 50, "ascent_steps": 3}, True),
     }
 
 

@@ -5,7 +5,7 @@ For each operator: DPS zeta, DMAP (full) zeta and the DSG rate are picked by mea
 prior alone and the samplers' digits step counts. DMAP (same) uses twice the DMAP zeta, and the
 "+CSE" variants use the same step sizes as without.
 
-    python scripts/tune_digits.py          # about 10 minutes on 2 CPU cores
+    python scripts/tune_digits.py          # minutes on 2 CPU cores
 """
 
 import json
@@ -38,9 +38,9 @@ def main() -> None:
     for name, operator in OPERATORS.items():
         y = operator(images)
         candidates = {
-            "dps_zeta": [(z, DPS(z, 100)) for z in GRIDS["zeta"]],
-            "dmap_zeta": [(z, DMAP(z, 100, ascent_steps=3)) for z in GRIDS["zeta"]],
-            "dsg_rate": [(r, DSG(r, 100)) for r in GRIDS["rate"]],
+            "dps_zeta": [(z, DPS(z, 50)) for z in GRIDS["zeta"]],
+            "dmap_zeta": [(z, DMAP(z, 50, ascent_steps=3)) for z in GRIDS["zeta"]],
+            "dsg_rate": [(r, DSG(r, 50)) for r in GRIDS["rate"]],
         }
         chosen[name], report[name] = {}, {}
         for key, options in candidates.items():

@@ -109,6 +109,14 @@ class DiffusersPrior(Prior):
     def image_size(self) -> int:
         return self.sample_shape[-1] * self.latent_factor
 
+    def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one diffusion state for images of ``[..., H, W]`` (any size the VAE divides)."""
+        height, width = image_shape[-2:]
+        f = self.latent_factor
+        if height % f or width % f:
+            raise ValueError(f"image size {height}x{width} must be divisible by the VAE factor {f}")
+        return (self.sample_shape[0], height // f, width // f)
+
     def encode(self, images: Tensor) -> Tensor:
         if self.vae is None:
             return images

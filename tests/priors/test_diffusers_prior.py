@@ -108,6 +108,16 @@ def test_a_sample_does_not_depend_on_its_batch(latent):
 # -- loading errors ------------------------------------------------------------------------------
 
 
+def test_images_of_another_size_than_the_networks(latent):
+    assert latent.latent_shape((2, 3, 24, 32)) == (4, 12, 16)
+    A = SuperResolution(2)
+    y = A(torch.rand(1, 3, 24, 32) * 2 - 1)
+    x = DPS(1.0, 2)(latent, A, y, seeds=[0], shape=latent.latent_shape((24, 32)))
+    assert x.shape == (1, 3, 24, 32)
+    with pytest.raises(ValueError, match="divisible by the VAE factor 2"):
+        latent.latent_shape((3, 15, 16))
+
+
 def test_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(PretrainedNotFoundError, match=r"does not exist.*pass DIR"):
         DiffusersPrior.from_pretrained(tmp_path / "no-such-model")
