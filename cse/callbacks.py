@@ -183,9 +183,10 @@ class RestorationWriter(ImageWriter):
             values = [row[name] for row in rows.values() if isinstance(row.get(name), int | float)]
             summary[name] = float(np.mean(values))
         if self.fid and len(keys) >= 2:
-            summary |= feature_distances(
-                self.load("source", keys), self.load("recon", keys), self.feature_network, self.metric_weights_dir
-            )
+            batches = [keys[start : start + 64] for start in range(0, len(keys), 64)]
+            real = (self.load("source", batch) for batch in batches)
+            fake = (self.load("recon", batch) for batch in batches)
+            summary |= feature_distances(real, fake, self.feature_network, self.metric_weights_dir)
         write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows.values()))
         for file in (self.out / "metrics").glob("rank*.jsonl"):
             file.unlink()

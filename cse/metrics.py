@@ -11,6 +11,7 @@ where to put it (these machines cannot download).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,13 @@ class LPIPS(nn.Module):
 
 
 def feature_distances(
-    real: Tensor, fake: Tensor, feature: nn.Module | None = None, weights_dir: str | os.PathLike | None = None
+    real: Tensor | Iterable[Tensor],
+    fake: Tensor | Iterable[Tensor],
+    feature: nn.Module | None = None,
+    weights_dir: str | os.PathLike | None = None,
 ) -> dict[str, float]:
-    """FID and KID between two sets of images ``[N, 3, H, W]`` in [-1, 1].
+    """FID and KID between two sets of images in [-1, 1]: ``[N, 3, H, W]`` tensors, or iterables
+    of such chunks (so that large sets are never held in memory at once).
 
     ``feature`` is any module mapping ``[N, 3, H, W]`` uint8 images to ``[N, F]`` with a
     ``num_features`` attribute; None uses torch-fidelity's Inception from ``weights_dir``.
@@ -84,18 +89,22 @@ def feature_distances(
     if feature is None:
         path = str(weights_file(INCEPTION_FILE, weights_dir, "FID/KID"))
         fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=path, **local)
-        kid_feature = fid.inception
+        kid = KernelInceptionDistance(feature=fid.inception, **local)
     else:
-        fid = FrechetInceptionDistance(feature=feature, **local)
-        kid_feature = feature
-    subset = min(len(real), len(fake), 1000)
-    kid = KernelInceptionDistance(feature=kid_feature, subset_size=max(2, subset), **local)
-    to_uint8 = lambda x: (to_unit(x) * 255).round().to(torch.uint8)  # noqa: E731
-    for metric in (fid, kid):
-        metric.update(to_uint8(real), real=True)
-        metric.update(to_uint8(fake), real=False)
+        fid, kid = FrechetInceptionDistance(feature=feature, **local), KernelInceptionDistance(feature=feature, **local)
+    count = 0
+    for real_chunk, fake_chunk in zip(chunks(real), chunks(fake), strict=True):
+        for metric in (fid, kid):
+            metric.update((to_unit(real_chunk) * 255).round().to(torch.uint8), real=True)
+            metric.update((to_unit(fake_chunk) * 255).round().to(torch.uint8), real=False)
+        count += len(fake_chunk)
+    kid.subset_size = max(2, min(count, 1000))
     kid_mean, kid_std = kid.compute()
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+
+
+def chunks(images: Tensor | Iterable[Tensor]) -> Iterable[Tensor]:
+    return [images] if isinstance(images, Tensor) else images
 
 
 class PixelFeatures(nn.Module):

@@ -22,10 +22,11 @@ from cse.priors.diffusers_prior import DiffusersPrior
 from cse.samplers import DMAP, DPS, DSG
 
 OPERATORS = {"sr4": SuperResolution(4), "inpaint": BoxInpainting((8, 16)), "gblur": GaussianBlur(13, 1.5)}
-GRIDS = {
-    "zeta": [0.25, 0.5, 1.0, 2.0, 4.0],
+GRIDS = {  # powers of 2; a grid is extended upwards while its best value is its largest
+    "zeta": [1.0, 2.0, 4.0, 8.0, 16.0],
     "rate": [0.05, 0.1, 0.2, 0.4],
 }
+LIMITS = {"zeta": 1024.0, "rate": 1.0}
 
 
 def main() -> None:
@@ -37,24 +38,26 @@ def main() -> None:
     chosen, report = {}, {}
     for name, operator in OPERATORS.items():
         y = operator(images)
-        candidates = {
-            "dps_zeta": [(z, DPS(z, 50)) for z in GRIDS["zeta"]],
-            "dmap_zeta": [(z, DMAP(z, 50, ascent_steps=3)) for z in GRIDS["zeta"]],
-            "dsg_rate": [(r, DSG(r, 50)) for r in GRIDS["rate"]],
+        samplers = {
+            "dps_zeta": ("zeta", lambda z: DPS(z, 50)),
+            "dmap_zeta": ("zeta", lambda z: DMAP(z, 50, ascent_steps=3)),
+            "dsg_rate": ("rate", lambda r: DSG(r, 50)),
         }
         chosen[name], report[name] = {}, {}
-        for key, options in candidates.items():
-            scores = {}
-            for value, sampler in options:
+        for key, (grid, make) in samplers.items():
+            scores, values = {}, list(GRIDS[grid])
+            while values:
+                value = values.pop(0)
                 start = time.perf_counter()
                 try:
-                    scores[value] = psnr(sampler(prior, operator, y, seeds), images).mean().item()
-                except FloatingPointError:
+                    scores[value] = psnr(make(value)(prior, operator, y, seeds), images).mean().item()
+                except FloatingPointError:  # diverged
                     scores[value] = float("-inf")
-                print(
-                    f"{name} {key}={value}: PSNR {scores[value]:.2f} dB ({time.perf_counter() - start:.0f} s)",
-                    flush=True,
-                )
+                seconds = time.perf_counter() - start
+                print(f"{name} {key}={value}: PSNR {scores[value]:.2f} dB ({seconds:.0f} s)", flush=True)
+                best = max(scores, key=scores.get)
+                if not values and best == max(scores) and 2 * best <= LIMITS[grid]:
+                    values.append(2 * best)
             chosen[name][key] = max(scores, key=scores.get)
             report[name][key] = scores
     path = Path("configs/digits/step_sizes.json")

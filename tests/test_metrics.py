@@ -60,3 +60,13 @@ def test_fid_and_kid_on_pixel_features():
 def test_missing_inception_weights_are_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth"):
         feature_distances(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), None, tmp_path)
+
+
+def test_fid_and_kid_over_chunks_equal_the_whole_set():
+    g = torch.Generator().manual_seed(1)
+    real = torch.rand(90, 3, 16, 16, generator=g) * 2 - 1
+    fake = (real + 0.3).clamp(-1, 1)
+    whole = feature_distances(real, fake, PixelFeatures(4))
+    parts = feature_distances(real.split(25), fake.split(25), PixelFeatures(4))
+    assert parts["fid"] == pytest.approx(whole["fid"], rel=1e-5)
+    assert parts["kid"] == pytest.approx(whole["kid"], rel=1e-3)
