@@ -52,7 +52,8 @@ def table4() -> tuple[str, dict]:
     results = {}
     for op in OPERATORS:
         for method in METHODS:
-            s = predict(f"configs/digits/{op}_{method}.yaml", f"outputs/digits/{op}/{method}")
+            extra = [f"--model.init_args.controlnet=checkpoints/digits/{op}_cse"] if method == "cse" else []
+            s = predict(f"configs/digits/{op}_{method}.yaml", f"outputs/digits/{op}/{method}", *extra)
             results[(op, method)] = s
             rows.append(
                 f"| {op} | {LABELS[method]} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['residual']:.3f} | {s['fid']:.2f} | "

@@ -1,4 +1,7 @@
-"""Write configs/digits/<operator>_<method>.yaml (21 predict configs) from configs/digits/step_sizes.json.
+"""Write configs/digits/<operator>_<method>.yaml (18 predict configs) from configs/digits/step_sizes.json.
+
+The seventh cell, the CSE alone, is the CSE's own config: <operator>_cse.yaml trains it with
+``fit`` and runs it with ``predict`` (``--model.init_args.controlnet=checkpoints/digits/<operator>_cse``).
 
 python scripts/make_digits_configs.py
 """
@@ -22,7 +25,6 @@ def methods(steps: dict) -> dict:
         "dsg": ("DSG", "DSG", {"guidance_rate": rate, "num_steps": 50}, False),
         "dmap_same": ("DMAP (same)", "DMAP", {"zeta": 2 * dmap, "num_steps": 25, "ascent_steps": 2}, False),
         "dmap_full": ("DMAP (full)", "DMAP", {"zeta": dmap, "num_steps": 50, "ascent_steps": 3}, False),
-        "cse": ("the CSE alone", "Ancestral", {"num_steps": 50}, True),
         "dps_cse": ("DPS + CSE", "DPS", {"zeta": zeta, "num_steps": 50}, True),
         "dmap_cse": ("DMAP (full) + CSE", "DMAP", {"zeta": dmap, "num_steps": 50, "ascent_steps": 3}, True),
     }
