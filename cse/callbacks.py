@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -26,17 +26,23 @@ def to_uint8(image: Tensor) -> np.ndarray:
     return array[..., 0] if array.shape[-1] == 1 else array
 
 
-def save_png_atomic(image: Tensor, path: Path) -> None:
-    """Write to a temporary file beside ``path`` and rename: a crash never leaves half a PNG."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(file)`` into a temporary file beside ``path``, then rename: a crash never leaves
+    half a file where a finished one is expected."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "wb") as file:
-            Image.fromarray(to_uint8(image)).save(file, format="PNG")
+            write(file)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def save_png_atomic(image: Tensor, path: Path) -> None:
+    """``[C, H, W]`` in [-1, 1] as an 8-bit PNG."""
+    write_atomic(path, lambda file: Image.fromarray(to_uint8(image)).save(file, format="PNG"))
 
 
 class ImageWriter(BasePredictionWriter):
@@ -88,13 +94,6 @@ def read_png(path: Path) -> Tensor:
     return to_tensor(decode_image(path.read_bytes()))
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.replace(temporary, path)
-
-
 class RestorationWriter(ImageWriter):
     """Writes ``source/``, ``measurement/``, ``lifted/``, ``recon/`` PNGs (and ``diversity/`` heat
     maps), one metrics line per image, and at the end ``metrics.jsonl``, ``summary.json`` and
@@ -133,8 +132,8 @@ class RestorationWriter(ImageWriter):
         for folder, images in prediction["images"].items():
             for key, image in zip(prediction["key"], images, strict=True):
                 if folder == "diversity":
-                    self.path(folder, key).parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(heat_map(image)).save(self.path(folder, key))
+                    heat = Image.fromarray(heat_map(image))
+                    write_atomic(self.path(folder, key), lambda file, heat=heat: heat.save(file, format="PNG"))
                 elif folder != "recon":
                     save_png_atomic(image, self.path(folder, key))
         for key, image in zip(prediction["key"], prediction["images"].get("recon", []), strict=True):
@@ -187,10 +186,11 @@ class RestorationWriter(ImageWriter):
             real = (self.load("source", batch) for batch in batches)
             fake = (self.load("recon", batch) for batch in batches)
             summary |= feature_distances(real, fake, self.feature_network, self.metric_weights_dir)
-        write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows.values()))
+        lines = "".join(json.dumps(row) + "\n" for row in rows.values())
+        write_atomic(self.out / "metrics.jsonl", lambda file: file.write(lines.encode()))
         for file in (self.out / "metrics").glob("rank*.jsonl"):
             file.unlink()
-        write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
+        write_atomic(self.out / "summary.json", lambda file: file.write(json.dumps(summary, indent=2).encode()))
         self.write_grid(keys[: self.grid_size])
         return summary
 
