@@ -108,13 +108,17 @@ class CSEModule(RestorationModule):
             x0 = self.prior.encode(images)
         return denoising_loss(self.prior, x0, keys, f"{salt}:{self.hparams.seed}", control)
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        if not batch["key"]:  # every sample of the batch was unreadable (warned about in cse.data)
+            return None
         loss = self.denoising_loss(batch["image"], batch["key"], f"train:{self.current_epoch}:{batch_idx}")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["key"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         images, keys = batch["image"], batch["key"]
+        if not keys:
+            return
         loss = self.denoising_loss(images, keys, "val")
         self.log("val/loss", loss, prog_bar=True, batch_size=len(keys), sync_dist=True)
         if batch_idx == 0:

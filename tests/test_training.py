@@ -139,3 +139,10 @@ def test_training_logs_a_real_offline_wandb_run(tiny_latent, image_folder, tmp_p
     logger.experiment.finish()
     assert run.name.startswith("offline-run-") and list(run.glob("*.wandb"))
     assert list(run.glob("files/media/images/val/source_conditioning_restored*.png"))
+
+
+def test_a_batch_of_only_unreadable_samples_is_skipped(tiny_latent, image_folder):
+    module, _ = make(tiny_latent, image_folder)
+    empty = {"key": [], "image": torch.empty(0, 3, 0, 0)}
+    assert module.training_step(empty, 0) is None
+    assert module.validation_step(empty, 0) is None
