@@ -94,6 +94,9 @@ def read_png(path: Path) -> Tensor:
     return to_tensor(decode_image(path.read_bytes()))
 
 
+DIVERSITY_SCALE = 0.25  # heat maps: black = 0, white = a per-pixel std of 0.25 on [0, 1], for all methods alike
+
+
 class RestorationWriter(ImageWriter):
     """Writes ``source/``, ``measurement/``, ``lifted/``, ``recon/`` PNGs (and ``diversity/`` heat
     maps), one metrics line per image, and at the end ``metrics.jsonl``, ``summary.json`` and
@@ -132,7 +135,7 @@ class RestorationWriter(ImageWriter):
         for folder, images in prediction["images"].items():
             for key, image in zip(prediction["key"], images, strict=True):
                 if folder == "diversity":
-                    heat = Image.fromarray(heat_map(image))
+                    heat = Image.fromarray(heat_map(image, vmax=DIVERSITY_SCALE))
                     write_atomic(self.path(folder, key), lambda file, heat=heat: heat.save(file, format="PNG"))
                 elif folder != "recon":
                     save_png_atomic(image, self.path(folder, key))
