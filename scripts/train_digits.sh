@@ -25,6 +25,6 @@ if [ "${1:-all}" != cses ]; then
   step "step sizes (train digits)" python scripts/tune_digits.py
   step "predict configs" python scripts/make_digits_configs.py
 fi
-for config in sr4_cse inpaint_cse gblur_cse sr4_cse_full inpaint_cse_full gblur_cse_full sr4_cse_25 sr4_cse_50; do
+for config in sr4_cse inpaint_cse gblur_cse sr4_cse_full sr4_cse_25 sr4_cse_50 inpaint_cse_full gblur_cse_full; do
   step "$config" python -m cse fit --config "configs/digits/$config.yaml"
 done

@@ -52,6 +52,7 @@ def test_classifier_trains_and_its_features_serve_fid(tmp_path):
     x = torch.rand(8, 3, 16, 16) * 2 - 1
     uint8 = ((x + 1) * 127.5).round().to(torch.uint8)
     assert features(uint8).shape == (8, 128)
+    torch.testing.assert_close(features(uint8).norm(dim=1), torch.full((8,), 128**0.5))
     assert feature_distances(x, x, features)["fid"] == pytest.approx(0, abs=1e-3)
 
 
