@@ -20,6 +20,7 @@ from cse.operators.resize import imresize
 from cse.priors.diffusers_prior import DiffusersPrior, save_pipeline_folder, sd_scheduler
 from cse.priors.schedule import DiscreteSchedule
 from cse.samplers import Ancestral
+from cse.training import denoising_loss
 
 TEST_COUNT = 200
 SPLIT_SEED = 0
@@ -84,8 +85,6 @@ class PriorModule(LightningModule):
         self.ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        from cse.training import denoising_loss
-
         loss = denoising_loss(self.prior, batch["image"], batch["key"], f"prior:{self.current_epoch}:{batch_idx}")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["key"]))
         return loss
@@ -97,8 +96,6 @@ class PriorModule(LightningModule):
         return DiffusersPrior(self.ema.module, self.prior.schedule, self.prior.prompt_embeds)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        from cse.training import denoising_loss
-
         loss = denoising_loss(self.ema_prior(), batch["image"], batch["key"], "val")
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["key"]))
 
