@@ -78,12 +78,13 @@ class RestorationModule(LightningModule):
         generators = generators_from_seeds([seed_from_key(k, f"{salt}:{self.hparams.seed}") for k in keys])
         return self.noise(self.operator(images), generators)
 
-    def restore(self, y: Tensor, keys: list[str], image_shape: tuple[int, ...]) -> Tensor:
-        """``[k, B, C, H, W]``: k restorations of each measurement, all in one sampler batch."""
+    def restore(self, y: Tensor, lifted: Tensor, keys: list[str], image_shape: tuple[int, ...]) -> Tensor:
+        """``[k, B, C, H, W]``: k restorations of each measurement, all in one sampler batch;
+        ``lifted`` is ``conditioning(operator, y)``, the CSE's input when a ControlNet is attached."""
         k = self.hparams.samples_per_image
         seeds = [seed_from_key(key, f"sample:{self.hparams.seed}:{j}") for j in range(k) for key in keys]
         y_k = y.repeat(k, *[1] * (y.ndim - 1))
-        control = conditioning(self.operator, y_k) if self.prior.controlnet is not None else None
+        control = lifted.repeat(k, *[1] * (lifted.ndim - 1)) if self.prior.controlnet is not None else None
         with self.step_progress() as progress:
             shape = self.prior.latent_shape(image_shape)
             x = self.sampler(self.prior, self.operator, y_k, seeds, control=control, callback=progress, shape=shape)
@@ -113,13 +114,14 @@ class RestorationModule(LightningModule):
 
     def restore_batch(self, keys: list[str], images: Tensor) -> dict:
         y = self.measure(images, keys)
+        lifted = conditioning(self.operator, y)
         self.prior.network_evaluations = self.prior.network_gradients = 0
         on_gpu = images.device.type == "cuda"
         if on_gpu:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(images.device)
         start = time.perf_counter()
-        samples = self.restore(y, keys, images.shape)
+        samples = self.restore(y, lifted, keys, images.shape)
         if on_gpu:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -134,7 +136,7 @@ class RestorationModule(LightningModule):
             "batch_size": len(keys),
         }
         per_image = {"psnr": psnr(recon, images), "ssim": ssim(recon, images), "residual": residual}
-        out_images = {"source": images, "measurement": y, "lifted": conditioning(self.operator, y), "recon": recon}
+        out_images = {"source": images, "measurement": y, "lifted": lifted, "recon": recon}
         if samples.shape[0] > 1:
             per_pixel_std = torch.stack([diversity(samples[:, i]) for i in range(len(keys))])
             out_images["diversity"] = per_pixel_std
