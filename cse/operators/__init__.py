@@ -1,9 +1,10 @@
-"""Forward models ``A`` (DESIGN §3)."""
+"""Forward models ``A``, noise models, and the measurement that combines them (DESIGN §3)."""
 
 from cse.operators.base import LinearOperator, Operator
 from cse.operators.blur import Convolution, GaussianBlur
 from cse.operators.linear import BoxInpainting, MatrixOperator, SuperResolution
-from cse.operators.noise import GaussianNoise
+from cse.operators.measurement import Measurement
+from cse.operators.noise import GaussianNoise, Noise, PoissonNoise
 
 __all__ = [
     "BoxInpainting",
@@ -12,6 +13,9 @@ __all__ = [
     "GaussianNoise",
     "LinearOperator",
     "MatrixOperator",
+    "Measurement",
+    "Noise",
     "Operator",
+    "PoissonNoise",
     "SuperResolution",
 ]

@@ -15,7 +15,8 @@ class Operator(nn.Module, ABC):
         """``A(x)``, sample by sample."""
 
     def lift(self, y: Tensor) -> Tensor:
-        """An image-shaped view of a measurement: the CSE's conditioning input."""
+        """The control image of a measurement: ``y`` brought to the image's shape, on [-1, 1] (the
+        input of the CSE, which the paper's research code also feeds on that scale)."""
         return y
 
 

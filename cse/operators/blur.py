@@ -33,6 +33,9 @@ class Convolution(LinearOperator):
             raise ValueError(f"kernel must be 2-D with odd sides, got shape {tuple(kernel.shape)}")
         self.register_buffer("kernel", kernel)
 
+    def extra_repr(self) -> str:
+        return f"kernel={tuple(self.kernel.shape)}"
+
     def _weight(self, like: Tensor) -> Tensor:
         channels = like.shape[1]
         return self.kernel.to(like)[None, None].expand(channels, 1, -1, -1)
@@ -80,3 +83,6 @@ class GaussianBlur(Convolution):
             raise ValueError(f"GaussianBlur needs an odd kernel_size and std > 0, got {kernel_size}, {std}")
         super().__init__(gaussian_kernel(kernel_size, std))
         self.kernel_size, self.std = kernel_size, std
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, std={self.std}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from cse.operators.base import LinearOperator, check_image
@@ -19,6 +22,9 @@ class MatrixOperator(LinearOperator):
             raise ValueError(f"A must be [M, D], got shape {tuple(A.shape)}")
         self.register_buffer("A", A)
         self.register_buffer("A_pinv", torch.linalg.pinv(A))
+
+    def extra_repr(self) -> str:
+        return f"A={tuple(self.A.shape)}"
 
     def _check(self, x: Tensor) -> Tensor:
         flat = x.reshape(x.shape[0], -1)
@@ -38,13 +44,24 @@ class MatrixOperator(LinearOperator):
 
 
 class SuperResolution(LinearOperator):
-    """Down-sampling by ``factor`` with MATLAB's antialiased bicubic ``imresize`` (the paper's SR)."""
+    """Down-sampling by ``factor`` with MATLAB's antialiased bicubic ``imresize`` (the paper's SR).
 
-    def __init__(self, factor: int = 8) -> None:
+    ``lift`` chooses the CSE's control image, the measurement brought back to the image size:
+    ``"bicubic"``: torch's bicubic up-sampling, unclamped, as the paper's research code makes it
+    (the published CSE weights expect this); ``"matlab"``: MATLAB-style bicubic ``imresize``,
+    clamped to [-1, 1]. A trained CSE must be used with the lift it was trained with.
+    """
+
+    def __init__(self, factor: int = 8, lift: Literal["bicubic", "matlab"] = "bicubic") -> None:
         super().__init__()
         if factor < 1:
             raise ValueError(f"factor must be a positive integer, got {factor}")
-        self.factor = factor
+        if lift not in ("bicubic", "matlab"):
+            raise ValueError(f"lift must be 'bicubic' or 'matlab', got {lift!r}")
+        self.factor, self.lift_mode = factor, lift
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}, lift={self.lift_mode!r}"
 
     def forward(self, x: Tensor) -> Tensor:
         check_image(x)
@@ -60,9 +77,11 @@ class SuperResolution(LinearOperator):
         return rows.T @ y @ cols
 
     def lift(self, y: Tensor) -> Tensor:
-        """Bicubic up-sampling back to the image size."""
+        """Bicubic up-sampling back to the image size (``lift`` of the constructor says which)."""
         check_image(y, "measurement")
-        return imresize(y, y.shape[-2] * self.factor, y.shape[-1] * self.factor)
+        if self.lift_mode == "bicubic":
+            return F.interpolate(y, scale_factor=self.factor, mode="bicubic")
+        return imresize(y, y.shape[-2] * self.factor, y.shape[-1] * self.factor).clamp(-1, 1)
 
 
 class BoxInpainting(LinearOperator):
@@ -74,6 +93,9 @@ class BoxInpainting(LinearOperator):
         if len(box) != 2 or min(box) < 1:
             raise ValueError(f"size must be a positive int or (height, width), got {size}")
         self.size = box
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
 
     def mask(self, like: Tensor) -> Tensor:
         """``[H, W]`` mask: 1 where observed, 0 inside the box."""

@@ -1,7 +1,20 @@
-"""Diffusion priors behind one contract (DESIGN §1, §3)."""
+"""Diffusion priors behind one contract (DESIGN §1, §3).
+
+``DiffusersPrior`` (and ``build_controlnet``) are imported on first use, so that the exact tier
+does not pay for importing diffusers.
+"""
 
 from cse.priors.base import Prior
+from cse.priors.counting import CountingPrior
 from cse.priors.gmm import GaussianMixturePrior
 from cse.priors.schedule import DiscreteSchedule
 
-__all__ = ["DiscreteSchedule", "GaussianMixturePrior", "Prior"]
+__all__ = ["CountingPrior", "DiffusersPrior", "DiscreteSchedule", "GaussianMixturePrior", "Prior", "build_controlnet"]
+
+
+def __getattr__(name: str):
+    if name in ("DiffusersPrior", "build_controlnet"):
+        from cse.priors import diffusers_prior
+
+        return getattr(diffusers_prior, name)
+    raise AttributeError(f"module 'cse.priors' has no attribute {name!r}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from cse.priors.schedule import DiscreteSchedule
@@ -27,12 +29,21 @@ class Prior(nn.Module, ABC):
     def denoise(self, u: Tensor, sigma: Tensor | float, control: Tensor | None = None) -> Tensor:
         """``E[x0 | u]`` for ``u`` ``[B, *sample_shape]`` at noise level ``sigma`` (scalar or ``[B]``).
 
-        Differentiable in ``u``. ``control`` is the CSE's conditioning image (``operator.lift(y)``),
+        Differentiable in ``u``. ``control`` is the CSE's control image (``measurement.lift(y)``),
         used only by priors with a ControlNet attached.
         """
 
-    def encode(self, images: Tensor) -> Tensor:
+    def state_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of one diffusion state for images of ``image_shape`` (``[..., H, W]``)."""
+        return self.sample_shape
+
+    def encode(self, images: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
+        """Images to the prior's space: the mean, or with ``generators`` a per-sample posterior draw."""
         return images
 
     def decode(self, latents: Tensor) -> Tensor:
         return latents
+
+    def describe(self) -> dict:
+        """What identifies this prior (for records of what produced a result)."""
+        return {"class": type(self).__name__}

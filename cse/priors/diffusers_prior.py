@@ -1,13 +1,17 @@
 """A prior over a diffusers ``UNet2DConditionModel``: pixel or latent (``AutoencoderKL``), eps or v.
 
 The network is fed the VP state ``x_t = u / sqrt(1 + sigma^2)`` at the (fractional) timestep
-of ``sigma``; an attached ControlNet adds its residuals at every evaluation (the paper's "+CSE").
+of ``sigma``; an attached ControlNet (the CSE) adds its residuals at every evaluation, which turns
+any sampler into its "+CSE" variant. The training loss of the parameterisation (eps or v) lives
+here too (:meth:`DiffusersPrior.loss`), beside the sampling-time conversion in :meth:`denoise`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -17,6 +21,9 @@ from torch import Tensor
 from cse.priors.base import Prior
 from cse.priors.loading import empty_prompt_embedding, load_or_explain, model_components, resolve_pretrained
 from cse.priors.schedule import DiscreteSchedule
+from cse.seeding import randn
+
+SD_CONDITIONING_CHANNELS = (16, 32, 96, 256)  # ControlNet's default, for a VAE that shrinks 8x
 
 
 class DiffusersPrior(Prior):
@@ -48,22 +55,31 @@ class DiffusersPrior(Prior):
         for module in (unet, vae):
             if module is not None:
                 module.requires_grad_(False).eval()
-        self.network_evaluations = 0  # forward passes, counted per sample
-        self.network_gradients = 0  # of which back-propagated through
+        self.origin: dict = {}  # where the weights came from (set by from_pretrained)
 
     @classmethod
     def from_pretrained(
         cls,
         id_or_path: str | os.PathLike = "stabilityai/stable-diffusion-2-base",
         controlnet: str | os.PathLike | ControlNetModel | None = None,
-        torch_dtype: torch.dtype = torch.float32,
+        torch_dtype: str | torch.dtype = "float32",
         revision: str | None = None,
+        gradient_checkpointing: bool = False,
     ) -> DiffusersPrior:
         """Load a diffusers pipeline folder or hub id (unet, scheduler, optional vae / text encoder).
+
+        Args:
+            id_or_path: a local diffusers folder (relative paths are also looked up in the project's
+                checkout) or a hub id (read from the Hugging Face cache when present).
+            controlnet: a trained CSE to attach (folder or hub id); None: the prior alone.
+            torch_dtype: the networks' dtype, e.g. ``"float32"``, ``"bfloat16"``.
+            gradient_checkpointing: recompute activations in backward passes (VAE decoder, UNet,
+                ControlNet) to save memory.
 
         A missing folder, or a hub id that is neither cached nor reachable, raises
         :class:`~cse.priors.loading.PretrainedNotFoundError` naming what was looked for.
         """
+        torch_dtype = getattr(torch, torch_dtype) if isinstance(torch_dtype, str) else torch_dtype
         source = resolve_pretrained(id_or_path, revision)
         components = model_components(source, revision)
         common = {"revision": revision}
@@ -77,13 +93,15 @@ class DiffusersPrior(Prior):
             prompt_embeds = empty_prompt_embedding(source, revision)
         else:  # unconditional networks: a single zero token
             prompt_embeds = torch.zeros(1, 1, unet.config.cross_attention_dim)
+        controlnet_origin = None if controlnet is None else "given as a module"
         if controlnet is not None and not isinstance(controlnet, ControlNetModel):
             what = "ControlNet (CSE)"
             controlnet_source = resolve_pretrained(controlnet, None, what=what)
             controlnet = load_or_explain(
                 ControlNetModel.from_pretrained, controlnet_source, what, torch_dtype=torch_dtype
             )
-        return cls(
+            controlnet_origin = controlnet_source.path
+        prior = cls(
             unet,
             DiscreteSchedule(scheduler.alphas_cumprod),
             prompt_embeds.to(torch_dtype),
@@ -91,6 +109,18 @@ class DiffusersPrior(Prior):
             vae,
             controlnet,
         )
+        if gradient_checkpointing:
+            prior.enable_gradient_checkpointing()
+        prior.origin = {"pretrained": source.path, "controlnet": controlnet_origin, "dtype": str(torch_dtype)}
+        return prior
+
+    def attach_controlnet(self, controlnet: ControlNetModel | None = None) -> ControlNetModel:
+        """Attach a CSE: ``controlnet``, or a new one copied from the UNet (see :func:`build_controlnet`)."""
+        self.controlnet = controlnet if controlnet is not None else build_controlnet(self)
+        return self.controlnet
+
+    def describe(self) -> dict:
+        return {"class": type(self).__name__, **self.origin, "prediction_type": self.prediction_type}
 
     # -- shapes and the autoencoder --------------------------------------------------------------
 
@@ -109,7 +139,7 @@ class DiffusersPrior(Prior):
     def image_size(self) -> int:
         return self.sample_shape[-1] * self.latent_factor
 
-    def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def state_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
         """Shape of one diffusion state for images of ``[..., H, W]`` (any size the VAE divides)."""
         height, width = image_shape[-2:]
         f = self.latent_factor
@@ -117,10 +147,15 @@ class DiffusersPrior(Prior):
             raise ValueError(f"image size {height}x{width} must be divisible by the VAE factor {f}")
         return (self.sample_shape[0], height // f, width // f)
 
-    def encode(self, images: Tensor) -> Tensor:
+    def encode(self, images: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
+        """Scaled latents of images in [-1, 1]: the posterior mean, or with ``generators`` one draw
+        ``mean + std * n`` per sample (diffusers' ``latent_dist.sample()``, seeded per sample)."""
         if self.vae is None:
             return images
-        latents = self.vae.encode(images.to(self.vae.dtype)).latent_dist.mean
+        posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        latents = posterior.mean
+        if generators is not None:
+            latents = latents + posterior.std * randn(generators, latents.shape[1:], like=latents)
         return (latents * self.vae.config.scaling_factor).to(images.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:
@@ -151,9 +186,6 @@ class DiffusersPrior(Prior):
                 x_t, t, encoder_hidden_states=context, controlnet_cond=control.to(dtype), return_dict=False
             )
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-        self.network_evaluations += x_t.shape[0]
-        if torch.is_grad_enabled() and x_t.requires_grad:
-            self.network_gradients += x_t.shape[0]  # a backward pass through the network follows
         return self.unet(x_t, t, encoder_hidden_states=context, **residuals).sample
 
     def denoise(self, u: Tensor, sigma: Tensor | float, control: Tensor | None = None) -> Tensor:
@@ -167,13 +199,30 @@ class DiffusersPrior(Prior):
             return u - sigma * output
         return c_in**2 * u - sigma * c_in * output
 
-    def training_pair(self, x0: Tensor, t: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
-        """The forward process at integer timesteps ``t`` ``[B]``: ``(x_t, target)``, the target
-        being eps or ``v = sqrt(ab) eps - sqrt(1 - ab) x0`` as the network predicts."""
+    def loss(self, x0: Tensor, t: Tensor, eps: Tensor, control: Tensor | None = None) -> Tensor:
+        """The diffusion training loss per sample ``[B]``: MSE of the network (with the ControlNet's
+        residuals when ``control`` is given) to its target at integer timesteps ``t`` ``[B]``, the
+        target being eps or ``v = sqrt(ab) eps - sqrt(1 - ab) x0`` as the network predicts (diffusers'
+        ``add_noise`` / ``get_velocity``)."""
         ab = self.alphas_cumprod.to(x0.device)[t].to(x0.dtype).reshape(-1, *[1] * (x0.ndim - 1))
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         target = eps if self.prediction_type == "epsilon" else ab.sqrt() * eps - (1 - ab).sqrt() * x0
-        return x_t, target
+        error = self.network(x_t, t, control).float() - target.float()
+        return error.square().flatten(1).mean(1)
+
+
+def build_controlnet(prior: DiffusersPrior, conditioning_channels: int = 3) -> ControlNetModel:
+    """A CSE for ``prior``: ``ControlNetModel.from_unet`` with the prior's weights, and a control
+    embedding that takes image-sized ``[B, conditioning_channels, H, W]`` inputs down to the
+    network's resolution (one stride-2 stage per factor of 2 of the VAE; none for pixel priors)."""
+    stages = int(math.log2(prior.latent_factor))
+    if stages >= len(SD_CONDITIONING_CHANNELS):
+        raise ValueError(f"no ControlNet conditioning embedding for a latent factor of {prior.latent_factor}")
+    return ControlNetModel.from_unet(
+        prior.unet,
+        conditioning_embedding_out_channels=SD_CONDITIONING_CHANNELS[: stages + 1],
+        conditioning_channels=conditioning_channels,
+    )
 
 
 def sd_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -57,6 +58,12 @@ class GaussianMixturePrior(Prior):
         self.register_buffer("evecs", evecs)
         self.register_buffer("log_weights", (weights / weights.sum(-1, keepdim=True)).log())
         self.schedule = schedule or DiscreteSchedule.scaled_linear()
+
+    def describe(self) -> dict:
+        digest = hashlib.sha256()
+        for tensor in (self.means, self.evals, self.evecs, self.log_weights):
+            digest.update(tensor.detach().double().cpu().numpy().tobytes())
+        return {"class": type(self).__name__, "parameters_sha256": digest.hexdigest()[:16]}
 
     @property
     def dim(self) -> int:

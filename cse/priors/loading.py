@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from torch import Tensor
+
+from cse.paths import project_path, where
 
 
 class PretrainedNotFoundError(FileNotFoundError):
@@ -32,7 +33,7 @@ def _not_found(id_or_path: str, what: str, reason: str) -> PretrainedNotFoundErr
         f"Could not load the {what} '{id_or_path}': {reason}. Looked for a local folder of that name "
         f"and in the Hugging Face cache ({constants.HF_HUB_CACHE}). On a machine with access, run "
         f"`hf download {id_or_path} --local-dir DIR` (or copy the folder here) and pass DIR instead, "
-        f"e.g. `--model.init_args.pretrained=DIR`."
+        f"e.g. `--model.init_args.prior.init_args.id_or_path=DIR`."
     )
 
 
@@ -41,11 +42,12 @@ def resolve_pretrained(
 ) -> PretrainedSource:
     """A local folder as it is; a hub id from the cache if it is there, else from the hub if allowed."""
     text = str(id_or_path)
-    path = Path(text).expanduser()
+    path = project_path(text)
     if path.is_dir():
         return PretrainedSource(str(path), offline=True)
-    if path.exists() or text.startswith(("/", ".", "~")) or text.count("/") != 1:
-        raise _not_found(text, what, f"the folder {path.resolve()} does not exist")
+    looks_local = text.startswith(("/", ".", "~")) or text.count("/") != 1 or project_path(path.parent).is_dir()
+    if path.exists() or looks_local:  # "org/name" is a hub id unless its "org" is a local folder
+        raise _not_found(text, what, f"there is no folder {where(text)}")
     try:
         return PretrainedSource(snapshot_download(text, revision=revision, local_files_only=True), offline=True)
     except (LocalEntryNotFoundError, OSError, ValueError):

@@ -22,6 +22,13 @@ Residual = Callable[[Tensor], Tensor]
 Callback = Callable[[dict], None]
 
 
+def check_step_size(name: str, value: float) -> float:
+    """A guidance step size must be a finite number >= 0."""
+    if not (value >= 0 and value < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
 def per_sample_norm(x: Tensor) -> Tensor:
     """Euclidean norm over all but the batch dimension, ``[B]``."""
     return x.flatten(1).norm(dim=1)
@@ -104,6 +111,10 @@ class Sampler(ABC):
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         self.num_steps = num_steps
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{name}={value!r}" for name, value in vars(self).items())
+        return f"{type(self).__name__}({settings})"
 
     @abstractmethod
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:

@@ -11,6 +11,7 @@ from cse.samplers.common import (
     Sampler,
     SamplingContext,
     ancestral_step,
+    check_step_size,
     measurement_grad,
     project_to_sphere,
     sphere_radius,
@@ -58,7 +59,7 @@ class DMAP(Sampler):
         super().__init__(num_steps)
         if ascent_steps < 1:
             raise ValueError(f"ascent_steps must be >= 1, got {ascent_steps}")
-        self.zeta, self.ascent_steps = zeta, ascent_steps
+        self.zeta, self.ascent_steps = check_step_size("zeta", zeta), ascent_steps
 
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
         return dmap(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.zeta, self.ascent_steps)

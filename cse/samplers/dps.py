@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from cse.samplers.common import Denoiser, Residual, Sampler, SamplingContext, ancestral_step, measurement_grad
+from cse.samplers.common import (
+    Denoiser,
+    Residual,
+    Sampler,
+    SamplingContext,
+    ancestral_step,
+    check_step_size,
+    measurement_grad,
+)
 
 
 def dps(
@@ -21,7 +29,7 @@ class DPS(Sampler):
 
     def __init__(self, zeta: float = 1.0, num_steps: int = 500) -> None:
         super().__init__(num_steps)
-        self.zeta = zeta
+        self.zeta = check_step_size("zeta", zeta)
 
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
         return dps(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.zeta)

@@ -6,7 +6,16 @@ import scipy.ndimage
 import torch
 import torch.nn.functional as F
 
-from cse.operators import BoxInpainting, Convolution, GaussianBlur, GaussianNoise, MatrixOperator, SuperResolution
+from cse.operators import (
+    BoxInpainting,
+    Convolution,
+    GaussianBlur,
+    GaussianNoise,
+    MatrixOperator,
+    Measurement,
+    PoissonNoise,
+    SuperResolution,
+)
 from cse.operators.blur import gaussian_kernel
 from cse.operators.resize import imresize, resize_matrix
 from cse.seeding import generators_from_seeds
@@ -100,11 +109,21 @@ def test_sr_matches_reference_bicubic_away_from_borders(factor):
     torch.testing.assert_close(ours[..., 2:-2, 2:-2], reference[..., 2:-2, 2:-2], atol=1e-12, rtol=0)
 
 
-def test_sr_lift_is_bicubic_upsampling():
-    y = torch.randn(1, 1, 32, 32, dtype=torch.float64)
-    ours = SuperResolution(8).lift(y)
-    reference = F.interpolate(y, scale_factor=8, mode="bicubic", antialias=True, align_corners=False)
-    torch.testing.assert_close(ours[..., 16:-16, 16:-16], reference[..., 16:-16, 16:-16], atol=1e-12, rtol=0)
+def test_sr_lifts():
+    """ "bicubic" is exactly torch's bicubic up-sampling (Keys a = -0.75), unclamped, as the paper's
+    research code makes it; "matlab" is MATLAB's bicubic (a = -0.5, torch's antialiased path away
+    from the borders), clamped to [-1, 1]."""
+    y = 1.5 * torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    torch_bicubic = F.interpolate(y, scale_factor=8, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(SuperResolution(8).lift(y), torch_bicubic, atol=0, rtol=0)
+    assert SuperResolution(8).lift(y).abs().max() > 1
+    matlab = SuperResolution(8, lift="matlab").lift(y)
+    assert matlab.min() == -1 and matlab.max() == 1
+    inside = F.interpolate(y, scale_factor=8, mode="bicubic", antialias=True, align_corners=False)[..., 16:-16, 16:-16]
+    keep = inside.abs() < 1
+    torch.testing.assert_close(matlab[..., 16:-16, 16:-16][keep], inside[keep], atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="lift"):
+        SuperResolution(8, lift="nearest")
 
 
 def test_resize_rows_sum_to_one_and_identity_at_scale_one():
@@ -172,3 +191,31 @@ def test_noise_is_per_sample_and_has_its_std():
     alone = GaussianNoise(0.05)(y[2:3], generators_from_seeds([3]))
     torch.testing.assert_close(noisy[2:3], alone)
     assert GaussianNoise(0.0)(y, generators_from_seeds([1, 2, 3, 4])) is y
+
+
+def test_poisson_noise_has_the_stated_mean_and_std_and_is_per_sample():
+    y = torch.full((4, 1, 64, 64), 0.5)  # intensity 0.75 on [0, 1]
+    noisy = PoissonNoise(photons=100)(y, generators_from_seeds([1, 2, 3, 4]))
+    assert abs(noisy.mean().item() - 0.5) < 0.01
+    assert abs(noisy.std().item() - 2 * (0.75 / 100) ** 0.5) < 0.005  # 0.173 on [-1, 1]
+    alone = PoissonNoise(photons=100)(y[1:2], generators_from_seeds([2]))
+    torch.testing.assert_close(noisy[1:2], alone)
+    with pytest.raises(ValueError, match="photons"):
+        PoissonNoise(0)
+
+
+def test_a_measurement_is_noise_of_the_operator_and_lifts_through_it():
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    A, noise = SuperResolution(4), GaussianNoise(0.1)
+    measurement = Measurement(A, noise)
+    y = measurement(x, generators_from_seeds([7, 8]))
+    torch.testing.assert_close(y, noise(A(x), generators_from_seeds([7, 8])))
+    torch.testing.assert_close(measurement.lift(y), A.lift(y))
+    assert torch.equal(Measurement(A)(x, generators_from_seeds([7, 8])), A(x))  # noise-free by default
+    assert "factor=4" in repr(measurement) and "std=0.1" in repr(measurement)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan")])
+def test_a_negative_or_nan_noise_level_is_rejected(bad):
+    with pytest.raises(ValueError, match="noise std"):
+        GaussianNoise(bad)

@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
-from cse.models import build_controlnet, conditioning
 from cse.operators import GaussianBlur, SuperResolution
-from cse.priors.diffusers_prior import DiffusersPrior
+from cse.priors import CountingPrior
+from cse.priors.diffusers_prior import DiffusersPrior, build_controlnet
 from cse.priors.loading import PretrainedNotFoundError
 from cse.samplers import DMAP, DPS, DSG, Ancestral
+from cse.seeding import generators_from_seeds
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +38,40 @@ def test_latent_and_pixel_priors_load_from_folders(latent, tiny_pixel_v):
 
 
 @pytest.mark.parametrize("stack", ["tiny_latent", "tiny_pixel_v"])
-def test_denoise_inverts_the_training_parameterisation(stack, request, monkeypatch):
-    """If the network predicted its training target exactly, denoise would return x0: the eps/v
-    conversions of training and sampling agree (at integer timesteps, sigma maps back to t)."""
+def test_the_loss_and_denoise_share_one_parameterisation(stack, request, monkeypatch):
+    """A network that predicts the training target exactly has zero loss, and from the same
+    output denoise returns x0: training (loss) and sampling (denoise) convert eps or v alike, and
+    at integer timesteps sigma maps back to t."""
     prior = DiffusersPrior.from_pretrained(request.getfixturevalue(stack))
     x0 = torch.randn(3, *prior.sample_shape)
     t = torch.tensor([0, 400, 999])
     eps = torch.randn_like(x0)
-    x_t, target = prior.training_pair(x0, t, eps)
-    seen_t = []
-    monkeypatch.setattr(prior, "network", lambda x, t_, control=None: seen_t.append(t_) or target)
+    ab = prior.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # diffusers' add_noise
+    target = eps if prior.prediction_type == "epsilon" else ab.sqrt() * eps - (1 - ab).sqrt() * x0
+    seen = []
+    monkeypatch.setattr(prior, "network", lambda x, t_, control=None: seen.append((x, t_)) or target)
+    torch.testing.assert_close(prior.loss(x0, t, eps), torch.zeros(3))
+    torch.testing.assert_close(seen[0][0], x_t)
     sigma = prior.schedule.train_sigmas[t].float()
     u = x_t * (1 + sigma**2).sqrt().reshape(-1, 1, 1, 1)
     torch.testing.assert_close(prior.denoise(u, sigma), x0, atol=2e-4, rtol=1e-4)
-    torch.testing.assert_close(seen_t[0], t.float(), atol=1e-3, rtol=0)
+    torch.testing.assert_close(seen[1][1], t.float(), atol=1e-3, rtol=0)
+
+
+def test_encode_samples_the_vae_posterior_per_sample(latent):
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    mean = latent.encode(images)
+    one = latent.encode(images, generators_from_seeds([1, 2]))
+    again = latent.encode(images, generators_from_seeds([1, 2]))
+    other = latent.encode(images, generators_from_seeds([1, 3]))
+    torch.testing.assert_close(one, again)
+    assert not torch.allclose(one, mean) and torch.equal(one[0], other[0]) and not torch.equal(one[1], other[1])
+    posterior = latent.vae.encode(images).latent_dist
+    scale = latent.vae.config.scaling_factor
+    torch.testing.assert_close(mean, posterior.mean * scale)
+    z = (one / scale - posterior.mean) / posterior.std  # the standard normal draw behind the sample
+    assert 0.5 < z.std() < 1.5
 
 
 @pytest.mark.parametrize(
@@ -63,7 +84,7 @@ def test_samplers_run_on_the_latent_prior_with_and_without_a_cse(latent, sampler
     assert plain.shape == (2, 3, 16, 16) and torch.isfinite(plain).all()
     latent.controlnet = randomised_controlnet(latent)
     try:
-        with_cse = sampler(latent, A, y, seeds=[0, 1], control=conditioning(A, y))
+        with_cse = sampler(latent, A, y, seeds=[0, 1], control=A.lift(y))
     finally:
         latent.controlnet = None
     assert with_cse.shape == plain.shape and torch.isfinite(with_cse).all()
@@ -76,7 +97,7 @@ def test_guidance_flows_through_the_controlnet_and_the_vae_decoder(latent):
         A = GaussianBlur(5, 1.0)
         y = A(torch.rand(1, 3, 16, 16) * 2 - 1)
         u = torch.randn(1, *latent.sample_shape, requires_grad=True)
-        residual = (A(latent.decode(latent.denoise(u, 2.0, conditioning(A, y)))) - y).norm()
+        residual = (A(latent.decode(latent.denoise(u, 2.0, A.lift(y)))) - y).norm()
         residual.backward()
         assert u.grad is not None and u.grad.abs().sum() > 0
     finally:
@@ -84,17 +105,26 @@ def test_guidance_flows_through_the_controlnet_and_the_vae_decoder(latent):
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_latent):
-    prior = DiffusersPrior.from_pretrained(tiny_latent)
     z = torch.randn(1, 4, 8, 8)
 
-    def grad():
+    def grad(prior):
         u = z.clone().requires_grad_(True)
         prior.decode(prior.denoise(u, 1.5)).square().sum().backward()
         return u.grad
 
-    reference = grad()
-    prior.enable_gradient_checkpointing()
-    torch.testing.assert_close(grad(), reference)
+    reference = grad(DiffusersPrior.from_pretrained(tiny_latent))
+    checkpointed = DiffusersPrior.from_pretrained(tiny_latent, gradient_checkpointing=True)
+    assert checkpointed.unet.is_gradient_checkpointing
+    torch.testing.assert_close(grad(checkpointed), reference)
+
+
+def test_network_evaluations_are_counted_by_a_wrapper(latent):
+    A = SuperResolution(2)
+    y = A(torch.rand(2, 3, 16, 16) * 2 - 1)
+    counted = CountingPrior(latent)
+    DMAP(1.0, 4, ascent_steps=2)(counted, A, y, seeds=[0, 1])
+    assert counted.evaluations == 2 * (4 + 2 * 3) and counted.gradients == 2 * 2 * 3  # the last step has no ascent
+    assert counted.describe() == latent.describe() and counted.schedule is latent.schedule
 
 
 def test_a_sample_does_not_depend_on_its_batch(latent):
@@ -109,18 +139,26 @@ def test_a_sample_does_not_depend_on_its_batch(latent):
 
 
 def test_images_of_another_size_than_the_networks(latent):
-    assert latent.latent_shape((2, 3, 24, 32)) == (4, 12, 16)
+    assert latent.state_shape((2, 3, 24, 32)) == (4, 12, 16)
     A = SuperResolution(2)
     y = A(torch.rand(1, 3, 24, 32) * 2 - 1)
-    x = DPS(1.0, 2)(latent, A, y, seeds=[0], shape=latent.latent_shape((24, 32)))
+    x = DPS(1.0, 2)(latent, A, y, seeds=[0], shape=latent.state_shape((24, 32)))
     assert x.shape == (1, 3, 24, 32)
     with pytest.raises(ValueError, match="divisible by the VAE factor 2"):
-        latent.latent_shape((3, 15, 16))
+        latent.state_shape((3, 15, 16))
 
 
 def test_a_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(PretrainedNotFoundError, match=r"does not exist.*pass DIR"):
+    with pytest.raises(PretrainedNotFoundError, match=r"no folder .*no-such-model.*pass DIR"):
         DiffusersPrior.from_pretrained(tmp_path / "no-such-model")
+
+
+def test_relative_folders_are_found_from_any_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the shipped prior is named relative to the project checkout
+    prior = DiffusersPrior.from_pretrained("checkpoints/digits/prior")
+    assert prior.sample_shape == (3, 16, 16)
+    with pytest.raises(PretrainedNotFoundError, match=rf"checkpoints/nothing \(looked in {tmp_path}"):
+        DiffusersPrior.from_pretrained("checkpoints/nothing")
 
 
 def test_a_hub_id_while_offline_is_a_clear_error(monkeypatch, tmp_path):

@@ -1,0 +1,36 @@
+"""A measurement: an operator ``A`` and a noise model together, ``y = noise(A(x))`` (deepinv's ``Physics``).
+
+Images are on [-1, 1] and every noise level is on that scale (see :mod:`cse.operators.noise`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from cse.operators.base import Operator
+from cse.operators.noise import GaussianNoise, Noise
+
+
+class Measurement(nn.Module):
+    """``y = noise(A(x))`` with per-sample random streams, and the CSE's control image ``lift(y)``.
+
+    Args:
+        operator: the noise-free forward model ``A`` (samplers use it for guidance).
+        noise: the noise model (default: none, ``GaussianNoise(0)``); its level is on [-1, 1].
+    """
+
+    def __init__(self, operator: Operator, noise: Noise | None = None) -> None:
+        super().__init__()
+        self.operator = operator
+        self.noise = noise if noise is not None else GaussianNoise(0.0)
+
+    def forward(self, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """``y`` for images ``x`` ``[B, C, H, W]``; sample i's noise is drawn from ``generators[i]``."""
+        return self.noise(self.operator(x), generators)
+
+    def lift(self, y: Tensor) -> Tensor:
+        """The control image of ``y``: image-shaped, on the [-1, 1] scale (see ``Operator.lift``)."""
+        return self.operator.lift(y)
