@@ -1,204 +1,336 @@
-"""Writing predictions to disk: PNGs written atomically, so a rerun can skip what is done."""
+"""Prediction writers: every file written atomically, and a rerun completes exactly what is missing.
+
+:class:`RestorationWriter` turns the :class:`~cse.records.Restoration` records of
+``RestorationModule.predict_step`` into a results folder::
+
+    source/ measurement/ control/ recon/ diversity/   PNGs, keyed like the input (folders kept)
+    metrics.jsonl   one line per restored image      summary.json   means, FID/KID, skipped inputs
+    grid.png        labelled rows for a quick look    run.json       the settings that made them
+
+An image is done when its metrics line is written, which happens after its PNGs; a rerun into the
+same folder restores only the images that are not done, and refuses to mix in other settings.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
-from torch import Tensor
+from torch import nn
 
-from cse.metrics import ALEXNET_FILE, INCEPTION_FILE, LPIPS, feature_distances, heat_map, weights_file
+from cse.images import heat_map, labelled_grid, read_png, remove_temporaries, save_png, write_text_atomic
+from cse.metrics import ALEXNET_FILE, INCEPTION_FILE, LPIPS, feature_distances, weights_file
+from cse.records import Restoration, Samples
+
+DIVERSITY_SCALE = 0.5  # heat maps: black = 0, white = a per-pixel std of 0.5 on [-1, 1], for all methods alike
+KID_NOTE = (
+    "KID is an unbiased estimate of a squared distance: values at or below 0 (within kid_std) mean no "
+    "difference was detected between the two sets at this size."
+)
 
 
-def to_uint8(image: Tensor) -> np.ndarray:
-    """``[C, H, W]`` in [-1, 1] -> ``[H, W, C]`` (or ``[H, W]`` for one channel) uint8."""
-    array = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    return array[..., 0] if array.shape[-1] == 1 else array
+# -- JSON lines that survive interruptions --------------------------------------------------------
 
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """``write(file)`` into a temporary file beside ``path``, then rename: a crash never leaves
-    half a file where a finished one is expected."""
+def repair_jsonl(path: Path) -> None:
+    """Cut a torn last line (a write interrupted mid-line) so that appends start on a fresh line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a torn last line is ignored (it is redone), any other
+    unreadable line is an error that names the file and the line."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):  # the last line, without its newline: a write was cut short
+                continue
+            raise ValueError(f"{path}, line {number}, is not valid JSON ({error}); fix or delete that line") from error
+    return rows
+
+
+def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """Append rows in one write, flushed to disk before returning."""
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    if not text:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with path.open("a") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
 
 
-def save_png_atomic(image: Tensor, path: Path) -> None:
-    """``[C, H, W]`` in [-1, 1] as an 8-bit PNG."""
-    write_atomic(path, lambda file: Image.fromarray(to_uint8(image)).save(file, format="PNG"))
+def fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class ImageWriter(BasePredictionWriter):
-    """Writes ``prediction["images"][folder][i]`` to ``out/folder/{key_i}.png`` per batch.
+    """Writes :class:`~cse.records.Samples` to ``out/folder/{key}.png``; :meth:`done` tells which keys
+    are written, so that a rerun leaves them out."""
 
-    ``predict_step`` returns ``{"key": list[str], "images": {folder: [B, C, H, W] in [-1, 1]}}``.
-    :meth:`done` tells which keys are complete, so data modules can leave them out of a rerun.
-    """
-
-    def __init__(self, out: str | os.PathLike, folders: Sequence[str]) -> None:
+    def __init__(self, out: str | os.PathLike, folder: str = "images") -> None:
         super().__init__(write_interval="batch")
-        self.out, self.folders = Path(out), tuple(folders)
+        self.out, self.folder = Path(out), folder
 
-    def path(self, folder: str, key: str) -> Path:
-        return self.out / folder / f"{key}.png"
+    def path(self, key: str) -> Path:
+        return self.out / self.folder / f"{key}.png"
 
     def done(self, key: str) -> bool:
-        return all(self.path(folder, key).exists() for folder in self.folders)
+        return self.path(key).exists()
 
     def write_on_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        prediction: dict[str, Any],
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        for folder, images in prediction["images"].items():
-            for key, image in zip(prediction["key"], images, strict=True):
-                save_png_atomic(image, self.path(folder, key))
+        self, trainer, pl_module, prediction: Samples, batch_indices, batch, batch_idx, dataloader_idx=0
+    ):
+        for key, image in zip(prediction.keys, prediction.images, strict=True):
+            save_png(image, self.path(key))
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         trainer.strategy.barrier("images written")  # every rank's files exist before anyone reads them
 
 
-def grid(rows: list[Tensor]) -> Tensor:
-    """Rows of ``[B, C, H, W]`` images in [-1, 1] -> one ``[C, rows*H, B*W]`` image in [0, 1]."""
-    size = rows[0].shape[-2:]
-    rows = [F.interpolate(r.float().cpu(), size=size, mode="nearest") for r in rows]
-    return torch.cat([torch.cat(list(r), dim=-1) for r in rows], dim=-2).add(1).div(2).clamp(0, 1)
+class RestorationWriter(BasePredictionWriter):
+    """Writes restorations, their metrics and a summary; resumable, and honest about its inputs.
 
-
-def read_png(path: Path) -> Tensor:
-    """8-bit PNG -> ``[3, H, W]`` in [-1, 1]."""
-    from cse.data import decode_image, to_tensor
-
-    return to_tensor(decode_image(path.read_bytes()))
-
-
-DIVERSITY_SCALE = 0.25  # heat maps: black = 0, white = a per-pixel std of 0.25 on [0, 1], for all methods alike
-
-
-class RestorationWriter(ImageWriter):
-    """Writes ``source/``, ``measurement/``, ``lifted/``, ``recon/`` PNGs (and ``diversity/`` heat
-    maps), one metrics line per image, and at the end ``metrics.jsonl``, ``summary.json`` and
-    ``grid.png``.
-
-    Each rank appends to its own ``metrics/rank{r}.jsonl``; once all ranks are done, rank 0 merges
-    them with earlier runs' lines, adds LPIPS per image and FID/KID over the set, computed from
-    the written PNGs, so a resumed run's summary covers every image.
+    Args:
+        output_dir: the results folder (default: the trainer's ``default_root_dir``, which the CLI
+            derives from the config files: ``outputs/<task>/<method>``).
+        lpips: LPIPS per image (AlexNet weights from a local file); fid: FID/KID over the set.
+        feature_network: FID/KID features (None: Inception), e.g. ``cse.features.DigitsFeatures``.
+        metric_weights_dir: folder of the metric networks' weight files (default: torch hub's).
+        kid_subset_size: images per KID subset (fixed, so that kid_std means something; KID is
+            left out for smaller sets).
+        grid_size: images in ``grid.png``.
+        overwrite: delete earlier results in the folder and start again (otherwise a rerun with
+            other settings stops with an error, and one with the same settings resumes).
     """
-
-    FOLDERS = ("source", "measurement", "lifted", "recon")
 
     def __init__(
         self,
-        out: str | os.PathLike,
+        output_dir: str | None = None,
         lpips: bool = True,
         fid: bool = True,
-        feature_network: torch.nn.Module | None = None,
+        feature_network: nn.Module | None = None,
         metric_weights_dir: str | None = None,
+        kid_subset_size: int = 100,
         grid_size: int = 8,
+        overwrite: bool = False,
     ) -> None:
-        super().__init__(out, ["recon"])
-        self.lpips, self.fid, self.feature_network = lpips, fid, feature_network
-        self.metric_weights_dir, self.grid_size = metric_weights_dir, grid_size
+        super().__init__(write_interval="batch")
+        self.output_dir, self.lpips, self.fid, self.feature_network = output_dir, lpips, fid, feature_network
+        self.metric_weights_dir, self.kid_subset_size = metric_weights_dir, kid_subset_size
+        self.grid_size, self.overwrite = grid_size, overwrite
+        self.out = Path(output_dir or ".")
+        self.rank = 0
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def path(self, folder: str, key: str) -> Path:
+        return self.out / folder / f"{key}.png"
+
+    def rank_file(self, kind: str, rank: int | None = None) -> Path:
+        return self.out / "metrics" / f"{kind}-rank{self.rank if rank is None else rank}.jsonl"
+
+    def rows(self, kind: str = "metrics") -> dict[str, dict]:
+        """Every image's record from the merged file and every rank's file (latest wins)."""
+        merged = self.out / ("metrics.jsonl" if kind == "metrics" else "skipped.jsonl")
+        rows: dict[str, dict] = {}
+        for file in [merged, *sorted((self.out / "metrics").glob(f"{kind}-rank*.jsonl"))]:
+            for row in read_jsonl(file):
+                rows[row["key"]] = {**rows.get(row["key"], {}), **row}
+        return dict(sorted(rows.items()))
+
+    def done_keys(self) -> set[str]:
+        """Images whose metrics line exists (written last) and whose restoration is on disk."""
+        return {key for key in self.rows() if self.path("recon", key).exists()}
+
+    # -- before sampling --------------------------------------------------------------------------
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Fail before hours of sampling, not after: the metric weights must be on disk."""
+        """Fail before hours of sampling, not after; tell the data what is already done."""
         if stage != "predict":
             return
+        self.out, self.rank = Path(self.output_dir or trainer.default_root_dir), trainer.global_rank
+        self.check_writable()
         if self.lpips:
             weights_file(ALEXNET_FILE, self.metric_weights_dir, "LPIPS")
         if self.fid and self.feature_network is None:
             weights_file(INCEPTION_FILE, self.metric_weights_dir, "FID/KID")
+        settings = self.settings(trainer, pl_module)
+        if self.overwrite and trainer.is_global_zero:
+            self.clear()
+        trainer.strategy.barrier("results folder ready")
+        self.check_settings(settings)
+        if trainer.is_global_zero:
+            remove_temporaries(self.out)
+            repair_jsonl(self.out / "metrics.jsonl")
+            write_text_atomic(
+                self.out / "run.json",
+                json.dumps({"fingerprint": fingerprint(settings), "settings": settings}, indent=2, default=str),
+            )
+        for kind in ("metrics", "skipped"):
+            repair_jsonl(self.rank_file(kind))
+        done = self.done_keys()
+        if done:
+            datamodule = trainer.datamodule
+            if datamodule is not None and hasattr(datamodule, "exclude"):
+                datamodule.exclude = done
+            else:
+                raise ValueError(
+                    f"{self.out} already holds {len(done)} restored images and the data cannot leave them out; "
+                    "use cse.data.ImageDataModule, another output folder, or overwrite=true"
+                )
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        for folder, images in prediction["images"].items():
-            for key, image in zip(prediction["key"], images, strict=True):
-                if folder == "diversity":
-                    heat = Image.fromarray(heat_map(image, vmax=DIVERSITY_SCALE))
-                    write_atomic(self.path(folder, key), lambda file, heat=heat: heat.save(file, format="PNG"))
-                elif folder != "recon":
-                    save_png_atomic(image, self.path(folder, key))
-        for key, image in zip(prediction["key"], prediction["images"].get("recon", []), strict=True):
-            save_png_atomic(image, self.path("recon", key))  # last: a recon marks the image done
-        if prediction["metrics"]:
-            rank_file = self.out / "metrics" / f"rank{trainer.global_rank}.jsonl"
-            rank_file.parent.mkdir(parents=True, exist_ok=True)
-            with rank_file.open("a") as file:
-                file.writelines(json.dumps(row) + "\n" for row in prediction["metrics"])
+    def check_writable(self) -> None:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / f".write-test-rank{self.rank}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise PermissionError(
+                f"cannot write results into {self.out} ({error}); choose another output folder"
+            ) from error
 
-    def on_predict_end(self, trainer, pl_module) -> None:
-        super().on_predict_end(trainer, pl_module)
+    @staticmethod
+    def settings(trainer: Trainer, pl_module: LightningModule) -> dict:
+        """What decides the outputs: the module's settings and the data's (source, image size)."""
+        settings = pl_module.settings() if hasattr(pl_module, "settings") else {"module": type(pl_module).__name__}
+        hparams = getattr(trainer.datamodule, "hparams", {})
+        data = {name: hparams.get(name) for name in ("predict", "image_size", "predict_count")}
+        return {**settings, "data": data}
+
+    def check_settings(self, settings: dict) -> None:
+        """Refuse to add results made with other settings to a folder (a rerun must not mix)."""
+        record = self.out / "run.json"
+        if not record.is_file():
+            if self.rows() and not self.overwrite:
+                raise FileExistsError(
+                    f"{self.out} holds results without a run.json; use overwrite=true or another folder"
+                )
+            return
+        earlier = json.loads(record.read_text())
+        if earlier.get("fingerprint") == fingerprint(settings):
+            return
+        old = earlier.get("settings", {})
+        changed = sorted(
+            k
+            for k in {*old, *settings}
+            if json.dumps(old.get(k), default=str) != json.dumps(settings.get(k), default=str)
+        )
+        details = "; ".join(f"{k}: {old.get(k)} -> {settings.get(k)}" for k in changed)
+        raise FileExistsError(
+            f"{self.out} holds results made with other settings ({details}). Choose another output folder "
+            f"(--trainer.default_root_dir=...), or pass overwrite=true to the writer to replace them."
+        )
+
+    def clear(self) -> None:
+        for name in ("source", "measurement", "control", "recon", "diversity", "metrics"):
+            shutil.rmtree(self.out / name, ignore_errors=True)
+        for name in ("metrics.jsonl", "skipped.jsonl", "summary.json", "grid.png", "run.json"):
+            (self.out / name).unlink(missing_ok=True)
+
+    # -- per batch ------------------------------------------------------------------------------
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction: Restoration, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        for i, key in enumerate(prediction.keys):
+            save_png(prediction.source[i], self.path("source", key))
+            if prediction.measurement.ndim == 4:  # image operators only
+                save_png(prediction.measurement[i], self.path("measurement", key))
+            save_png(prediction.control[i], self.path("control", key))
+            if prediction.diversity is not None:
+                save_png(heat_map(prediction.diversity[i], vmax=DIVERSITY_SCALE), self.path("diversity", key))
+            save_png(prediction.recon[i], self.path("recon", key))
+        append_jsonl(self.rank_file("metrics"), prediction.metrics)  # last: the line marks the images done
+        append_jsonl(self.rank_file("skipped"), [{"key": k, "reason": r} for k, r in prediction.skipped])
+
+    # -- at the end -------------------------------------------------------------------------------
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        trainer.strategy.barrier("images written")  # every rank's files exist before anyone reads them
         if trainer.is_global_zero:
             self.summarise()
 
-    def rows(self) -> dict[str, dict]:
-        """Every image's metrics line, from earlier merges and every rank's file (latest wins)."""
-        rows = {}
-        for file in [self.out / "metrics.jsonl", *sorted((self.out / "metrics").glob("rank*.jsonl"))]:
-            if file.exists():
-                for line in file.read_text().splitlines():
-                    if line.strip():
-                        row = json.loads(line)
-                        rows[row["key"]] = {**rows.get(row["key"], {}), **row}
-        return dict(sorted(rows.items()))
-
-    def load(self, folder: str, keys: list[str]) -> Tensor:
+    def load(self, folder: str, keys: list[str]) -> torch.Tensor:
         return torch.stack([read_png(self.path(folder, key)) for key in keys])
 
-    def summarise(self) -> dict:
-        rows = {key: row for key, row in self.rows().items() if self.done(key)}
-        keys = list(rows)
-        if not keys:
-            return {}
-        if self.lpips:
-            metric = LPIPS(self.metric_weights_dir)
-            for start in range(0, len(keys), 32):
-                chunk = keys[start : start + 32]
-                for key, value in zip(
-                    chunk, metric(self.load("recon", chunk), self.load("source", chunk)), strict=True
-                ):
-                    rows[key]["lpips"] = float(value)
-        summary = {"count": len(keys)}
-        numeric = {n for row in rows.values() for n, v in row.items() if isinstance(v, int | float)}
-        for name in sorted(numeric - {"batch_size"}):  # means of per-image metrics and costs
-            values = [row[name] for row in rows.values() if isinstance(row.get(name), int | float)]
-            summary[name] = float(np.mean(values))
-        if self.fid and len(keys) >= 2:
-            batches = [keys[start : start + 64] for start in range(0, len(keys), 64)]
-            real = (self.load("source", batch) for batch in batches)
-            fake = (self.load("recon", batch) for batch in batches)
-            summary |= feature_distances(real, fake, self.feature_network, self.metric_weights_dir)
-        lines = "".join(json.dumps(row) + "\n" for row in rows.values())
-        write_atomic(self.out / "metrics.jsonl", lambda file: file.write(lines.encode()))
-        for file in (self.out / "metrics").glob("rank*.jsonl"):
+    def summarise(self) -> dict[str, Any]:
+        """Merge every rank's lines, add LPIPS and FID/KID, write metrics.jsonl, summary.json, grid.png."""
+        rows = {key: row for key, row in self.rows().items() if self.path("recon", key).exists()}
+        skipped = {key: row["reason"] for key, row in self.rows("skipped").items() if key not in rows}
+        summary: dict[str, Any] = {"count": len(rows)}
+        if rows:
+            self.add_lpips(rows)
+            summary |= means(rows.values())
+            if self.fid and len(rows) >= 2:
+                summary |= self.feature_distances(list(rows))
+            if summary.get("kid") is not None and summary["kid"] <= 0:
+                summary["kid_note"] = KID_NOTE
+            if self.fid and summary.get("kid") is None:
+                summary["kid_note"] = f"KID needs at least kid_subset_size={self.kid_subset_size} images"
+        summary["skipped"] = skipped
+        write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows.values()))
+        write_text_atomic(
+            self.out / "skipped.jsonl", "".join(json.dumps({"key": k, "reason": r}) + "\n" for k, r in skipped.items())
+        )
+        for file in (self.out / "metrics").glob("*-rank*.jsonl"):
             file.unlink()
-        write_atomic(self.out / "summary.json", lambda file: file.write(json.dumps(summary, indent=2).encode()))
-        self.write_grid(keys[: self.grid_size])
+        if (self.out / "metrics").is_dir() and not any((self.out / "metrics").iterdir()):
+            (self.out / "metrics").rmdir()
+        write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
+        if not rows:
+            reasons = "; ".join(f"{k}: {r}" for k, r in list(skipped.items())[:5])
+            raise RuntimeError(f"nothing was restored into {self.out}: {len(skipped)} input(s) skipped ({reasons})")
+        self.write_grid(list(rows)[: self.grid_size])
         return summary
 
+    def add_lpips(self, rows: dict[str, dict]) -> None:
+        """LPIPS of each restored image against its source, for rows that lack it."""
+        missing = [key for key, row in rows.items() if "lpips" not in row]
+        if not self.lpips or not missing:
+            return
+        metric = LPIPS(self.metric_weights_dir)
+        for start in range(0, len(missing), 32):
+            chunk = missing[start : start + 32]
+            for key, value in zip(chunk, metric(self.load("recon", chunk), self.load("source", chunk)), strict=True):
+                rows[key]["lpips"] = float(value)
+
+    def feature_distances(self, keys: list[str]) -> dict:
+        batches = [keys[start : start + 64] for start in range(0, len(keys), 64)]
+        real = (self.load("source", batch) for batch in batches)
+        fake = (self.load("recon", batch) for batch in batches)
+        return feature_distances(real, fake, self.feature_network, self.metric_weights_dir, self.kid_subset_size)
+
     def write_grid(self, keys: list[str]) -> None:
-        """Rows: source, lifted measurement, recon; one column per image."""
-        rows = [self.load(folder, keys) for folder in ("source", "lifted", "recon")]
-        image = (grid(rows) * 2 - 1).clamp(-1, 1)
-        save_png_atomic(image, self.out / "grid.png")
+        """Labelled rows: source, the CSE's control image (the lifted measurement), restoration."""
+        rows = [("source", "source"), ("control", "measurement, lifted"), ("recon", "restored")]
+        save_png(labelled_grid([(label, self.load(folder, keys)) for folder, label in rows]), self.out / "grid.png")
+
+
+def means(rows: Iterable[dict]) -> dict[str, float]:
+    """Mean of every numeric per-image field (costs included), over the images that have it."""
+    rows = list(rows)
+    names = sorted({n for row in rows for n, v in row.items() if isinstance(v, int | float) and n != "batch_size"})
+    return {n: float(np.mean([row[n] for row in rows if isinstance(row.get(n), int | float)])) for n in names}

@@ -1,23 +1,30 @@
 """Images for training and restoration, from plain folders or webdataset shards, as one batch
-schema: ``{"key": list[str], "image": [B, 3, H, W] in [-1, 1]}``.
+schema (:class:`Batch`).
 
 Shards are indexed once (tar headers only) and read by offset, so both sources are map-style:
-subsets are exact, Lightning splits them across ranks, DataLoader workers split them further,
-and every sample's augmentation is seeded by (seed, epoch, key), so a resumed run sees the
-same data as an uninterrupted one.
+subsets are exact, each rank reads its own part, and every sample's augmentation is seeded by
+(seed, epoch, sample id), so a resumed run sees the same data as an uninterrupted one.
+
+Training follows the CSE recipe (diffusers' ``train_controlnet.py`` as the paper's code uses it):
+every optimizer step sees exactly ``batch_size x accumulate_grad_batches x world_size`` samples.
+An epoch is a seeded shuffle of the training set cut to a multiple of that effective batch; a set
+smaller than one effective batch is repeated up to it, and each repetition is a sample of its
+own (``sample_id`` ``key#r``), with its own augmentation, timestep and noise.
 """
 
 from __future__ import annotations
 
 import glob
-import io
+import json
+import math
 import os
 import tarfile
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image
@@ -25,40 +32,18 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
+from cse.images import IMAGE_SUFFIXES, decode_image, eval_transform, image_problem, to_tensor
 from cse.seeding import seed_from_key
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 
+class Batch(TypedDict):
+    """What every data loader of the project yields."""
 
-# -- reading one image ---------------------------------------------------------------------------
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode as 8-bit RGB: 16-bit grey is rescaled (PIL's own convert would clip it),
-    alpha is composited on white, palettes are expanded."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / peak * 255 + 0.5, 0, 255).astype(np.uint8))
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    return image.convert("RGB")
-
-
-def decode_image(data: bytes) -> Image.Image:
-    """Fully decoded RGB image; raises ``OSError``/``ValueError`` for corrupt or truncated data."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        return to_rgb(image)
-
-
-def to_tensor(image: Image.Image) -> Tensor:
-    """PIL RGB -> ``[3, H, W]`` float in [-1, 1]."""
-    array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-    return array.float() / 127.5 - 1
+    key: list[str]  # the image's key (relative path or shard key)
+    sample_id: list[str]  # the key, or ``key#r`` for the r-th repetition of an image in an epoch
+    image: Tensor  # [B, 3, H, W] on [-1, 1]
+    label: Tensor  # [B] int64 (-1 where the data module reads no labels)
+    skipped: list[tuple[str, str]]  # (key, reason) of this batch's samples that could not be used
 
 
 # -- where the samples are ------------------------------------------------------------------------
@@ -70,11 +55,19 @@ class SampleRef:
     file: str
     offset: int = 0  # byte range inside a shard; size -1 reads the whole file
     size: int = -1
+    meta: tuple[str, int, int] | None = None  # (file, offset, size) of the sample's JSON, if any
 
     def read(self) -> bytes:
-        with open(self.file, "rb") as handle:
-            handle.seek(self.offset)
-            return handle.read(self.size)
+        return _read(self.file, self.offset, self.size)
+
+    def metadata(self) -> dict:
+        return json.loads(_read(*self.meta)) if self.meta is not None else {}
+
+
+def _read(file: str, offset: int, size: int) -> bytes:
+    with open(file, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
 
 
 def shard_files(source: str) -> list[str]:
@@ -87,22 +80,33 @@ def shard_files(source: str) -> list[str]:
 
 
 def index_shards(files: list[str]) -> list[SampleRef]:
-    """One reference per sample key holding an image member (webdataset layout ``{key}.{ext}``)."""
-    refs = []
+    """One reference per sample key holding an image member (webdataset layout ``{key}.{ext}``),
+    with its ``{key}.json`` member when there is one."""
+    images, metas = {}, {}
     for file in files:
         with tarfile.open(file) as tar:
             for member in tar:
                 key, _, ext = member.name.partition(".")
-                if member.isfile() and f".{ext.lower()}" in IMAGE_SUFFIXES:
-                    refs.append(SampleRef(key, file, member.offset_data, member.size))
-    return refs
+                if not member.isfile():
+                    continue
+                if f".{ext.lower()}" in IMAGE_SUFFIXES:
+                    images[key] = (file, member.offset_data, member.size)
+                elif ext.lower() == "json":
+                    metas[key] = (file, member.offset_data, member.size)
+    return [SampleRef(key, *where, meta=metas.get(key)) for key, where in images.items()]
 
 
 def index_folder(root: str) -> list[SampleRef]:
-    """Every image under ``root`` (recursive), keyed by its relative path without suffix."""
+    """Every image under ``root`` (recursive), keyed by its relative path without suffix; a
+    ``{stem}.json`` beside an image is its metadata."""
     root_path = Path(root)
     files = sorted(p for p in root_path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    return [SampleRef(str(p.relative_to(root_path).with_suffix("")), str(p)) for p in files]
+    refs = []
+    for path in files:
+        sidecar = path.with_suffix(".json")
+        meta = (str(sidecar), 0, -1) if sidecar.is_file() else None
+        refs.append(SampleRef(str(path.relative_to(root_path).with_suffix("")), str(path), meta=meta))
+    return refs
 
 
 def index_source(source: str) -> list[SampleRef]:
@@ -110,33 +114,24 @@ def index_source(source: str) -> list[SampleRef]:
     files = shard_files(source) if (".tar" in source or os.path.isdir(source)) else []
     refs = index_shards(files) if files else index_folder(source) if os.path.isdir(source) else []
     if not refs:
-        raise FileNotFoundError(f"no images or webdataset shards found at {source!r}")
+        where = Path(source).expanduser().resolve()
+        hint = " (python -m data_tools digits --out data/digits makes the digits)" if "digits" in source else ""
+        raise FileNotFoundError(f"no images or webdataset shards found at {source!r} ({where}){hint}")
     keys = [r.key for r in refs]
     if len(set(keys)) != len(keys):
         raise ValueError(f"duplicate sample keys in {source!r}; keys must be unique")
     return sorted(refs, key=lambda r: r.key)
 
 
-def select_subset(refs: list[SampleRef], count: int | None, seed: int | None, min_length: int = 1) -> list[SampleRef]:
-    """The first ``count`` after a seeded shuffle (``seed``) or in key order (no seed); repeated
-    to at least ``min_length`` (e.g. the batch size when training on fewer images)."""
+def select_subset(refs: list[SampleRef], count: int | None, seed: int | None) -> list[SampleRef]:
+    """The first ``count`` after a seeded shuffle (``seed``) or in key order (no seed)."""
     if seed is not None:
         order = torch.randperm(len(refs), generator=torch.Generator().manual_seed(seed)).tolist()
         refs = [refs[i] for i in order]
-    refs = refs[:count] if count is not None else refs
-    if refs and len(refs) < min_length:
-        refs = refs * -(-min_length // len(refs))
-    return refs
+    return refs[:count] if count is not None else refs
 
 
 # -- the dataset ---------------------------------------------------------------------------------
-
-
-def eval_transform(size: int) -> v2.Transform:
-    """Short side resized to ``size`` (antialiased bicubic), centre crop."""
-    return v2.Compose(
-        [v2.Resize(size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), v2.CenterCrop(size)]
-    )
 
 
 def train_transform(size: int) -> v2.Transform:
@@ -150,48 +145,132 @@ def train_transform(size: int) -> v2.Transform:
     )
 
 
-class ImageDataset(Dataset):
-    """Map-style images by reference; a sample that fails to decode yields None and is counted."""
+Item = tuple[int, int]  # (index into the references, repetition)
 
-    def __init__(self, refs: list[SampleRef], transform: v2.Transform, seed: int = 0) -> None:
+
+def sample_id(key: str, repetition: int) -> str:
+    return key if repetition == 0 else f"{key}#{repetition}"
+
+
+class ImageDataset(Dataset):
+    """Map-style images by reference, indexed by ``(index, repetition)``.
+
+    A sample that cannot be read (corrupt, truncated, not an image), or that is smaller than
+    ``min_size`` on a side or longer than ``max_aspect`` times its width (or height), yields only
+    its key and the reason (collated into ``Batch["skipped"]``): it is never silently upscaled.
+    """
+
+    def __init__(
+        self,
+        refs: list[SampleRef],
+        transform: v2.Transform,
+        seed: int = 0,
+        min_size: int = 1,
+        max_aspect: float = 4.0,
+        label_key: str | None = None,
+    ) -> None:
         self.refs, self.transform, self.seed = refs, transform, seed
+        self.min_size, self.max_aspect, self.label_key = min_size, max_aspect, label_key
         self.epoch = 0
-        self.skipped = 0
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def __getitem__(self, index: int) -> dict | None:
+    @staticmethod
+    def skip(ref: SampleRef, reason: str) -> dict:
+        warnings.warn(f"skipping sample {ref.key!r} in {ref.file}: {reason}", stacklevel=3)
+        return {"key": ref.key, "skipped": reason}
+
+    def __getitem__(self, item: Item | int) -> dict:
+        index, repetition = item if isinstance(item, tuple) else (item, 0)
         ref = self.refs[index]
         try:
             image = decode_image(ref.read())
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            self.skipped += 1
-            warnings.warn(
-                f"skipping unreadable sample {ref.key!r} in {ref.file} ({error}); {self.skipped} skipped", stacklevel=2
-            )
-            return None
-        with torch.random.fork_rng(devices=[]):  # augmentation seeded per (seed, epoch, key)
-            torch.manual_seed(seed_from_key(ref.key, f"augment:{self.seed}:{self.epoch}"))
+            return self.skip(ref, f"unreadable ({error})")
+        if (reason := image_problem(image, self.min_size, self.max_aspect)) is not None:
+            return self.skip(ref, reason)
+        identity = sample_id(ref.key, repetition)
+        with torch.random.fork_rng(devices=[]):  # augmentation seeded per (seed, epoch, sample id)
+            torch.manual_seed(seed_from_key(identity, f"augment:{self.seed}:{self.epoch}"))
             image = self.transform(image)
-        return {"key": ref.key, "image": to_tensor(image)}
+        label = ref.metadata().get(self.label_key, -1) if self.label_key else -1
+        return {"key": ref.key, "sample_id": identity, "image": to_tensor(image), "label": int(label)}
 
 
-def collate(samples: list[dict | None]) -> dict:
-    """Stack the readable samples of a batch (unreadable ones were warned about and dropped)."""
-    samples = [s for s in samples if s is not None]
+def collate(samples: list[dict]) -> Batch:
+    """Stack the usable samples of a batch; list the others with their reasons."""
+    usable = [s for s in samples if "skipped" not in s]
     return {
-        "key": [s["key"] for s in samples],
-        "image": torch.stack([s["image"] for s in samples]) if samples else torch.empty(0, 3, 0, 0),
+        "key": [s["key"] for s in usable],
+        "sample_id": [s["sample_id"] for s in usable],
+        "image": torch.stack([s["image"] for s in usable]) if usable else torch.empty(0, 3, 0, 0),
+        "label": torch.tensor([s["label"] for s in usable], dtype=torch.long),
+        "skipped": [(s["key"], s["skipped"]) for s in samples if "skipped" in s],
     }
 
 
-class EpochSeededSampler(DistributedSampler):
-    """DistributedSampler that also tells the dataset the epoch (for its augmentation seeds)."""
+# -- which samples each rank sees, and when -------------------------------------------------------
+
+
+class EpochPlan(DistributedSampler):
+    """This rank's ``(index, repetition)`` items for the current epoch.
+
+    Training (``shuffle``): a seeded permutation of the set, repeated up to ``multiple`` items when
+    smaller, cut to a multiple of ``multiple`` (the effective batch over all ranks), then dealt
+    round-robin to the ranks. Evaluation: key order, dealt round-robin, nothing dropped (ranks may
+    differ by one item). ``resume(epoch, batches)`` skips the batches this rank already consumed.
+    It is a ``DistributedSampler``, so Lightning leaves it in place under DDP.
+    """
+
+    def __init__(
+        self, dataset: ImageDataset, num_replicas: int, rank: int, shuffle: bool, seed: int, multiple: int = 1
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.multiple, self.skip_items = multiple, 0
+
+    def items(self) -> list[Item]:
+        n = len(self.dataset)
+        if not self.shuffle:
+            return [(i, 0) for i in range(self.rank, n, self.num_replicas)]
+        copies = max(1, math.ceil(self.multiple / n))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(n * copies, generator=generator).tolist()
+        usable = len(order) // self.multiple * self.multiple
+        return [(i % n, i // n) for i in order[:usable]][self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[Item]:
+        items = self.items()[self.skip_items :]
+        self.skip_items = 0
+        return iter(items)
+
+    def __len__(self) -> int:
+        return len(self.items())
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         self.dataset.epoch = epoch
+
+    def resume(self, epoch: int, items: int) -> None:
+        self.set_epoch(epoch)
+        self.skip_items = items
+
+
+class ResumableLoader(DataLoader):
+    """A training loader whose position in the epoch is saved in Lightning checkpoints.
+
+    ``consumed()`` tells how many batches of the current epoch the loop has processed (Lightning's
+    own count: the loader itself runs ahead by its prefetch), so a run resumed mid-epoch continues
+    with exactly the batches an uninterrupted run would see next.
+    """
+
+    consumed: Callable[[], int] = staticmethod(lambda: 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.sampler.epoch, "batches": int(self.consumed())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.resume(state["epoch"], state["batches"] * self.batch_size)
 
 
 class ImageDataModule(LightningDataModule):
@@ -200,10 +279,15 @@ class ImageDataModule(LightningDataModule):
     Args:
         train, val, predict: an image folder, a folder of ``.tar`` shards, or a shard pattern.
         image_size: side of the square images the model sees.
-        batch_size: per device; with ``accumulate_grad_batches`` it makes the effective batch.
+        batch_size: per device; with ``accumulate_grad_batches`` and the device count it makes the
+            effective batch, which every optimizer step sees in full.
         train_count: use the first N training images after a seeded shuffle (``subset_seed``).
         val_count / predict_count: the first N in key order (None: all).
         augment: the paper's augmentation on training images.
+        min_size: images with a side below this are skipped with the reason (default: ``image_size``,
+            so nothing is upscaled); max_aspect: so are images longer than this ratio.
+        label_key: read this field of each sample's JSON as an integer ``label``.
+        seed: augmentation seeds derive from it, the epoch and each sample id.
     """
 
     def __init__(
@@ -219,31 +303,34 @@ class ImageDataModule(LightningDataModule):
         val_count: int | None = 4,
         predict_count: int | None = None,
         augment: bool = True,
+        min_size: int | None = None,
+        max_aspect: float = 4.0,
+        label_key: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.exclude: set[str] = set()  # keys already done (set by a resumable prediction writer)
 
-    def _loader(self, refs: list[SampleRef], transform: v2.Transform, shuffle: bool) -> DataLoader:
+    def _dataset(self, refs: list[SampleRef], transform: v2.Transform) -> ImageDataset:
         hp = self.hparams
-        dataset = ImageDataset(refs, transform, seed=hp.seed)
-        trainer = self.trainer
-        sampler = EpochSeededSampler(
-            dataset,
-            num_replicas=trainer.world_size if trainer else 1,
-            rank=trainer.global_rank if trainer else 0,
-            shuffle=shuffle,
-            seed=hp.seed,
-            drop_last=False,
+        min_size = hp.min_size if hp.min_size is not None else hp.image_size
+        return ImageDataset(refs, transform, hp.seed, min_size, hp.max_aspect, hp.label_key)
+
+    def _loader(self, dataset: ImageDataset, training: bool) -> DataLoader:
+        hp, trainer = self.hparams, self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        accumulate = trainer.accumulate_grad_batches if trainer else 1
+        plan = EpochPlan(
+            dataset, world, rank, shuffle=training, seed=hp.seed, multiple=hp.batch_size * accumulate * world
         )
-        return DataLoader(
-            dataset,
-            batch_size=hp.batch_size,
-            sampler=sampler,
-            num_workers=hp.num_workers,
-            collate_fn=collate,
-            persistent_workers=False,
+        loader_class = ResumableLoader if training else DataLoader
+        loader = loader_class(
+            dataset, batch_size=hp.batch_size, sampler=plan, num_workers=hp.num_workers, collate_fn=collate
         )
+        if training and trainer is not None:
+            loader.consumed = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return loader
 
     def _require(self, name: str) -> str:
         source = getattr(self.hparams, name)
@@ -253,16 +340,18 @@ class ImageDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
-        refs = select_subset(index_source(self._require("train")), hp.train_count, hp.subset_seed, hp.batch_size)
+        refs = select_subset(index_source(self._require("train")), hp.train_count, hp.subset_seed)
         transform = train_transform(hp.image_size) if hp.augment else eval_transform(hp.image_size)
-        return self._loader(refs, transform, shuffle=True)
+        return self._loader(self._dataset(refs, transform), training=True)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.hparams.val is None:
             return []  # no validation
         refs = select_subset(index_source(self.hparams.val), self.hparams.val_count, None)
-        return self._loader(refs, eval_transform(self.hparams.image_size), shuffle=False)
+        return self._loader(self._dataset(refs, eval_transform(self.hparams.image_size)), training=False)
 
     def predict_dataloader(self) -> DataLoader:
+        """The prediction set in key order, without the keys in :attr:`exclude` (done earlier)."""
         refs = select_subset(index_source(self._require("predict")), self.hparams.predict_count, None)
-        return self._loader(refs, eval_transform(self.hparams.image_size), shuffle=False)
+        refs = [ref for ref in refs if ref.key not in self.exclude]
+        return self._loader(self._dataset(refs, eval_transform(self.hparams.image_size)), training=False)

@@ -1,8 +1,9 @@
 """Image-quality metrics on images in [-1, 1] (converted to [0, 1] here, at the boundary).
 
 Per image: PSNR, SSIM, LPIPS (AlexNet, as the paper) and the measurement residual. Over a set:
-FID and KID on any feature network (Inception by default). Diversity: the per-pixel standard
-deviation over k samples of one measurement (the paper's Observation III).
+FID and KID on any feature network (Inception by default; others in :mod:`cse.features`).
+Diversity: the per-pixel standard deviation over k samples of one measurement (the paper's
+Observation III), in the paper's units: images on [-1, 1], averaged over channels.
 
 Pretrained weights are read from local files; a missing one is an error naming the file and
 where to put it (these machines cannot download).
@@ -14,7 +15,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
@@ -75,60 +75,51 @@ def feature_distances(
     fake: Tensor | Iterable[Tensor],
     feature: nn.Module | None = None,
     weights_dir: str | os.PathLike | None = None,
-) -> dict[str, float]:
-    """FID and KID between two sets of images in [-1, 1]: ``[N, 3, H, W]`` tensors, or iterables
+    kid_subset_size: int = 100,
+    kid_subsets: int = 100,
+) -> dict[str, float | None]:
+    """FID and KID between two sets of images on [-1, 1]: ``[N, 3, H, W]`` tensors, or iterables
     of such chunks (so that large sets are never held in memory at once).
 
     ``feature`` is any module mapping ``[N, 3, H, W]`` uint8 images to ``[N, F]`` with a
     ``num_features`` attribute; None uses torch-fidelity's Inception from ``weights_dir``.
+    KID is the mean (and std) over ``kid_subsets`` random subsets of a fixed ``kid_subset_size``
+    (torchmetrics' estimator); with fewer images than that, KID is None.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
     local = {"sync_on_compute": False}  # computed once, on one rank, from files
+    kid_args = {"subset_size": kid_subset_size, "subsets": kid_subsets, **local}
     if feature is None:
         path = str(weights_file(INCEPTION_FILE, weights_dir, "FID/KID"))
         fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=path, **local)
-        kid = KernelInceptionDistance(feature=fid.inception, **local)
+        kid = KernelInceptionDistance(feature=fid.inception, **kid_args)
     else:
-        fid, kid = FrechetInceptionDistance(feature=feature, **local), KernelInceptionDistance(feature=feature, **local)
+        fid, kid = (
+            FrechetInceptionDistance(feature=feature, **local),
+            KernelInceptionDistance(feature=feature, **kid_args),
+        )
     count = 0
-    for real_chunk, fake_chunk in zip(chunks(real), chunks(fake), strict=True):
-        for metric in (fid, kid):
-            metric.update((to_unit(real_chunk) * 255).round().to(torch.uint8), real=True)
-            metric.update((to_unit(fake_chunk) * 255).round().to(torch.uint8), real=False)
-        count += len(fake_chunk)
-    kid.subset_size = max(2, min(count, 1000))
-    kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+    with torch.random.fork_rng(devices=[]):  # KID's subsets are drawn from the global stream
+        torch.manual_seed(0)
+        for real_chunk, fake_chunk in zip(chunks(real), chunks(fake), strict=True):
+            for metric in (fid, kid):
+                metric.update((to_unit(real_chunk) * 255).round().to(torch.uint8), real=True)
+                metric.update((to_unit(fake_chunk) * 255).round().to(torch.uint8), real=False)
+            count += len(fake_chunk)
+        result: dict[str, float | None] = {"fid": float(fid.compute()), "kid": None, "kid_std": None}
+        if count >= kid_subset_size:
+            kid_mean, kid_std = kid.compute()
+            result |= {"kid": float(kid_mean), "kid_std": float(kid_std)}
+    return result
 
 
 def chunks(images: Tensor | Iterable[Tensor]) -> Iterable[Tensor]:
     return [images] if isinstance(images, Tensor) else images
 
 
-class PixelFeatures(nn.Module):
-    """FID/KID features without pretrained weights: the image down-sampled to ``size`` x ``size``
-    (area averaging), flattened. Crude but honest for small data and tests."""
-
-    def __init__(self, size: int = 8) -> None:
-        super().__init__()
-        self.size = size
-        self.num_features = 3 * size * size
-
-    def forward(self, images: Tensor) -> Tensor:
-        x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-        return torch.nn.functional.adaptive_avg_pool2d(x, self.size).flatten(1)
-
-
 def diversity(samples: Tensor) -> Tensor:
-    """``[k, C, H, W]`` samples of one measurement -> ``[H, W]`` per-pixel std (on [0, 1], channel mean)."""
-    return to_unit(samples).std(dim=0).mean(dim=0)
-
-
-def heat_map(values: Tensor, vmax: float | None = None) -> np.ndarray:
-    """``[H, W]`` non-negative values -> ``[H, W, 3]`` uint8, black-red-yellow-white ("hot")."""
-    scale = float(vmax) if vmax is not None else float(values.max().clamp_min(1e-12))
-    v = (values.float().cpu() / scale).clamp(0, 1).numpy()
-    rgb = np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], axis=-1)
-    return (rgb * 255).round().astype(np.uint8)
+    """``[k, C, H, W]`` samples of one measurement on [-1, 1] -> ``[H, W]`` per-pixel standard
+    deviation over the k samples, averaged over channels (the paper's units for Observation III)."""
+    return samples.float().std(dim=0).mean(dim=0)

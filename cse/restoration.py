@@ -1,8 +1,9 @@
-"""RestorationModule: ``python -m cse predict`` restores a dataset with any sampler (+CSE).
+"""RestorationModule: ``python -m cse predict`` restores a dataset with any sampler and prior.
 
-predict_step: measure ``y = A(x) + noise`` with the image's own seed -> run the sampler (with the
-CSE's conditioning when a ControlNet is configured) -> return images and per-image statistics;
-:class:`cse.callbacks.RestorationWriter` writes them and the metrics.
+predict_step: measure ``y = measurement(x)`` with the image's own seed -> run the sampler (with
+the CSE's control image when the prior has a ControlNet attached) -> a :class:`cse.records.Restoration`
+of images and per-image statistics. Writing is the job of a callback
+(:class:`cse.callbacks.RestorationWriter`, given in the config).
 """
 
 from __future__ import annotations
@@ -12,82 +13,80 @@ from contextlib import contextmanager
 
 import torch
 from lightning.pytorch import LightningModule
-from torch import Tensor, nn
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from cse.callbacks import RestorationWriter
+from cse.data import Batch
 from cse.metrics import diversity, psnr, ssim
-from cse.models import conditioning
-from cse.operators.base import Operator
-from cse.operators.noise import GaussianNoise
-from cse.priors.diffusers_prior import DiffusersPrior
+from cse.operators import Measurement
+from cse.priors import CountingPrior, Prior
+from cse.records import ImageMetrics, Restoration
 from cse.samplers.common import Sampler, per_sample_norm
 from cse.seeding import generators_from_seeds, seed_from_key
 
+RESIDUAL_WARNING = 10.0  # warn when the final residual exceeds this many times the measurement's norm
+
 
 class RestorationModule(LightningModule):
-    """Restore images measured by ``operator``.
+    """Restore images measured by ``measurement`` with ``sampler`` over ``prior``.
 
     Args:
-        operator: the degradation A.
-        sampler: e.g. ``DPS``, ``DMAP``; with ``controlnet`` set it runs as "+CSE".
-        pretrained: the prior (diffusers folder or hub id).
-        controlnet: a trained CSE (folder or hub id), or None.
-        noise_std: measurement noise.
+        prior: e.g. ``DiffusersPrior.from_pretrained(...)``; with a ControlNet attached, every
+            sampler runs as its "+CSE" variant, the CSE seeing ``measurement.lift(y)``.
+        measurement: the operator and noise model that make ``y`` from each image.
+        sampler: e.g. ``DPS``, ``DMAP`` (see ``cse.samplers``).
         samples_per_image: k > 1 draws k restorations per measurement and records their
             per-pixel standard deviation (diversity, Observation III); the first is the recon.
-        gradient_checkpointing: recompute activations (VAE decoder, UNet) in backward passes.
         seed: measurement noise and sampling seeds derive from it and each image's key.
-        output_dir: where images and metrics go; images already restored there are skipped.
-        lpips, fid: compute LPIPS per image and FID/KID over the set at the end.
-        feature_network: FID/KID features (None: Inception), e.g. ``cse.metrics.PixelFeatures``.
-        metric_weights_dir: folder of the metric networks' weight files (default: torch hub's).
     """
 
     def __init__(
         self,
-        operator: Operator,
+        prior: Prior,
+        measurement: Measurement,
         sampler: Sampler,
-        pretrained: str = "stabilityai/stable-diffusion-2-base",
-        controlnet: str | None = None,
-        noise_std: float = 0.0,
         samples_per_image: int = 1,
-        gradient_checkpointing: bool = False,
         seed: int = 0,
-        output_dir: str = "outputs/restoration",
-        lpips: bool = True,
-        fid: bool = True,
-        feature_network: nn.Module | None = None,
-        metric_weights_dir: str | None = None,
     ) -> None:
         super().__init__()
         if samples_per_image < 1:
             raise ValueError(f"samples_per_image must be >= 1, got {samples_per_image}")
-        self.save_hyperparameters(ignore=["operator", "sampler", "feature_network"])
-        self.writer = RestorationWriter(output_dir, lpips, fid, feature_network, metric_weights_dir)
-        self.operator, self.sampler, self.noise = operator, sampler, GaussianNoise(noise_std)
-        self.prior = DiffusersPrior.from_pretrained(pretrained, controlnet=controlnet)
-        if gradient_checkpointing:
-            self.prior.enable_gradient_checkpointing()
+        self.prior, self.measurement, self.sampler = prior, measurement, sampler
+        self.samples_per_image, self.seed = samples_per_image, seed
 
-    def configure_callbacks(self) -> list:
-        return [self.writer]
+    def settings(self) -> dict:
+        """Everything that decides the outputs (recorded with them, and compared on reruns)."""
+        return {
+            "prior": self.prior.describe(),
+            "measurement": repr(self.measurement),
+            "sampler": repr(self.sampler),
+            "samples_per_image": self.samples_per_image,
+            "seed": self.seed,
+        }
 
-    def measure(self, images: Tensor, keys: list[str], salt: str = "measurement") -> Tensor:
-        """``y = A(x) + noise``, each image's noise from the seed of ``(salt, seed, key)``."""
-        generators = generators_from_seeds([seed_from_key(k, f"{salt}:{self.hparams.seed}") for k in keys])
-        return self.noise(self.operator(images), generators)
+    def measure(self, images: Tensor, keys: list[str]) -> Tensor:
+        """``y = measurement(x)``, each image's noise from the seed of ``(seed, key)``."""
+        return self.measurement(
+            images, generators_from_seeds([seed_from_key(k, f"measurement:{self.seed}") for k in keys])
+        )
 
-    def restore(self, y: Tensor, lifted: Tensor, keys: list[str], image_shape: tuple[int, ...]) -> Tensor:
-        """``[k, B, C, H, W]``: k restorations of each measurement, all in one sampler batch;
-        ``lifted`` is ``conditioning(operator, y)``, the CSE's input when a ControlNet is attached."""
-        k = self.hparams.samples_per_image
-        seeds = [seed_from_key(key, f"sample:{self.hparams.seed}:{j}") for j in range(k) for key in keys]
-        y_k = y.repeat(k, *[1] * (y.ndim - 1))
-        control = lifted.repeat(k, *[1] * (lifted.ndim - 1)) if self.prior.controlnet is not None else None
+    def restore(self, prior: Prior, y: Tensor, control: Tensor, keys: list[str], image_shape: torch.Size) -> Tensor:
+        """``[k, B, C, H, W]``: k restorations of each measurement, drawn in one sampler batch."""
+        k = self.samples_per_image
+        seeds = [seed_from_key(key, f"sample:{self.seed}:{j}") for j in range(k) for key in keys]
+        repeat = lambda t: t.repeat(k, *[1] * (t.ndim - 1))  # noqa: E731
+        uses_cse = getattr(self.prior, "controlnet", None) is not None
         with self.step_progress() as progress:
-            shape = self.prior.latent_shape(image_shape)
-            x = self.sampler(self.prior, self.operator, y_k, seeds, control=control, callback=progress, shape=shape)
+            x = self.sampler(
+                prior,
+                self.measurement.operator,
+                repeat(y),
+                seeds,
+                control=repeat(control) if uses_cse else None,
+                callback=progress,
+                shape=prior.state_shape(image_shape),
+            )
         return x.reshape(k, len(keys), *x.shape[1:])
 
     @contextmanager
@@ -103,45 +102,62 @@ class RestorationModule(LightningModule):
         finally:
             bar.close()
 
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        todo = [i for i, key in enumerate(batch["key"]) if not self.writer.done(key)]
-        if not todo:  # restored by an earlier run
-            return {"key": [], "images": {}, "metrics": []}
+    def predict_step(self, batch: Batch, batch_idx: int) -> Restoration:
         # Lightning predicts under inference_mode; guidance needs autograd, so step out of it
         # and copy the batch out of inference tensors.
         with torch.inference_mode(False):
-            return self.restore_batch([batch["key"][i] for i in todo], batch["image"][todo].clone())
+            restoration = self.restore_batch(batch["key"], batch["image"].clone())
+        restoration.skipped = list(batch["skipped"])
+        return restoration
 
-    def restore_batch(self, keys: list[str], images: Tensor) -> dict:
+    def restore_batch(self, keys: list[str], images: Tensor) -> Restoration:
+        if not keys:
+            empty = images.new_empty(0, *images.shape[1:]).cpu()
+            return Restoration([], empty, empty, empty, empty, [])
         y = self.measure(images, keys)
-        lifted = conditioning(self.operator, y)
-        self.prior.network_evaluations = self.prior.network_gradients = 0
+        control = self.measurement.lift(y)
+        counted = CountingPrior(self.prior)
         on_gpu = images.device.type == "cuda"
         if on_gpu:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(images.device)
         start = time.perf_counter()
-        samples = self.restore(y, lifted, keys, images.shape)
+        samples = self.restore(counted, y, control, keys, images.shape)
         if on_gpu:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         recon = samples[0]
         with torch.no_grad():
-            residual = per_sample_norm(self.operator(recon) - y)
-        stats = {
+            residual = per_sample_norm(self.measurement.operator(recon) - y)
+        self.warn_if_inconsistent(residual, y)
+        cost = {
             "seconds": seconds / len(keys),
-            "network_evaluations": self.prior.network_evaluations / len(keys),
-            "network_gradients": self.prior.network_gradients / len(keys),
+            "network_evaluations": counted.evaluations / len(keys),
+            "network_gradients": counted.gradients / len(keys),
             "peak_memory_mb": torch.cuda.max_memory_allocated(images.device) / 2**20 if on_gpu else None,
             "batch_size": len(keys),
         }
         per_image = {"psnr": psnr(recon, images), "ssim": ssim(recon, images), "residual": residual}
-        out_images = {"source": images, "measurement": y, "lifted": lifted, "recon": recon}
+        maps = None
         if samples.shape[0] > 1:
-            per_pixel_std = torch.stack([diversity(samples[:, i]) for i in range(len(keys))])
-            out_images["diversity"] = per_pixel_std
-            per_image["diversity"] = per_pixel_std.flatten(1).mean(1)
+            maps = torch.stack([diversity(samples[:, i]) for i in range(len(keys))])
+            per_image["diversity"] = maps.flatten(1).mean(1)
         metrics = [
-            {"key": key, **{n: float(v[i]) for n, v in per_image.items()}, **stats} for i, key in enumerate(keys)
+            ImageMetrics(key=key, **{n: float(v[i]) for n, v in per_image.items()}, **cost)
+            for i, key in enumerate(keys)
         ]
-        return {"key": keys, "images": out_images, "metrics": metrics}
+        cpu = lambda t: t.detach().float().cpu()  # noqa: E731
+        return Restoration(
+            keys, cpu(images), cpu(y), cpu(control), cpu(recon), metrics, None if maps is None else cpu(maps)
+        )
+
+    def warn_if_inconsistent(self, residual: Tensor, y: Tensor) -> None:
+        """A restoration whose ``||A(x) - y||`` is far above ``||y||`` is not one: say so."""
+        scale = per_sample_norm(y).clamp_min(1e-12)
+        far = residual > RESIDUAL_WARNING * scale
+        if far.any():
+            rank_zero_warn(
+                f"{int(far.sum())} restoration(s) have a residual ||A(x) - y|| over {RESIDUAL_WARNING:g}x the "
+                f"measurement's norm (max {float(residual.max()):.3g} vs {float(scale.max()):.3g}): "
+                "the step size is likely too large"
+            )

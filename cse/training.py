@@ -1,11 +1,9 @@
-"""CSEModule: fit the ControlNet conditional score estimator (the paper's Sec. 4 recipe).
+"""Training: the CSE (a ControlNet beside a frozen prior), a pixel-space prior from scratch, and the
+small classifier whose features serve FID/KID on digits. ``python -m cse fit --config ...``.
 
-Per batch: augmented images x -> measurement y = A(x) + noise -> conditioning lift(y); x is
-encoded, noised to a random timestep, and the ControlNet beside the frozen UNet learns to
-predict the noise (or v) with MSE, as diffusers' ControlNet training does.
-
-It is a :class:`~cse.restoration.RestorationModule` whose ControlNet trains: ``predict`` with the
-same config restores with the CSE alone (ancestral sampling, the paper's "CSE" row).
+Every random draw of training is seeded by (seed, epoch, sample id) — timesteps, diffusion noise,
+measurement noise, latent samples and augmentation — so a run resumed mid-epoch continues exactly
+as an uninterrupted one (the data loader's position is saved in the checkpoint, see cse.data).
 """
 
 from __future__ import annotations
@@ -15,78 +13,87 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
-from torch import Tensor, nn
+from safetensors.torch import save_file
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from cse.callbacks import grid
+from cse.data import Batch
+from cse.features import DigitsClassifier
+from cse.images import labelled_grid
 from cse.metrics import psnr
-from cse.models import build_controlnet, conditioning
-from cse.operators.base import Operator
-from cse.priors.diffusers_prior import DiffusersPrior
-from cse.restoration import RestorationModule
+from cse.operators import Measurement
+from cse.priors.diffusers_prior import DiffusersPrior, save_pipeline_folder, sd_scheduler
+from cse.priors.schedule import DiscreteSchedule
 from cse.samplers import Ancestral
-from cse.samplers.common import Sampler
 from cse.seeding import generators_from_seeds, randn, seed_from_key
 
 
-class CSEModule(RestorationModule):
-    """Train a CSE for one operator.
+def generators(sample_ids: list[str], salt: str) -> list[torch.Generator]:
+    """One generator per sample, seeded by ``(salt, sample id)``."""
+    return generators_from_seeds([seed_from_key(s, salt) for s in sample_ids])
+
+
+def seeded_loss(
+    prior: DiffusersPrior, x0: Tensor, sample_ids: list[str], salt: str, control: Tensor | None = None
+) -> Tensor:
+    """The prior's training loss (:meth:`DiffusersPrior.loss`), averaged over the batch, at a timestep
+    and noise drawn per sample from the seed of ``(salt, sample id)``."""
+    draws = generators(sample_ids, f"{salt}:t")
+    t = torch.cat([torch.randint(0, prior.schedule.num_train_steps, (1,), generator=g) for g in draws])
+    return prior.loss(x0, t.to(x0.device), randn(draws, x0.shape[1:], like=x0), control).mean()
+
+
+def check_export_dir(path: Path, overwrite: bool) -> None:
+    """Refuse, before training, to export into a folder that holds files (unless asked to)."""
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"the export folder {path} is not empty; choose another export_dir, or set overwrite_export=true "
+            "to replace what is there"
+        )
+
+
+class CSEModule(LightningModule):
+    """Train the conditional score estimator: a ControlNet beside the frozen prior, conditioned on
+    the control image of a synthesised measurement (the paper's Sec. 4 and Appendix B.2; diffusers'
+    ``train_controlnet.py``). Per batch: images x -> y = measurement(x) -> control = lift(y);
+    x is encoded (a posterior sample of the VAE, as diffusers does) and noised to a random
+    timestep, and ControlNet + UNet learn the eps (or v) target with MSE.
 
     Args:
-        operator: the degradation A whose measurements condition the CSE.
-        pretrained: the prior, a diffusers folder or hub id (SD2-base by default).
-        noise_std: measurement noise added to A(x) when synthesising y.
-        controlnet: start from this ControlNet (folder or hub id) instead of the UNet's copy.
+        prior: the frozen prior; a ControlNet attached to it (``controlnet=`` of ``from_pretrained``)
+            is fine-tuned, otherwise a new one is copied from its UNet.
+        measurement: the degradation (operator and noise) whose measurements condition the CSE.
         learning_rate: constant AdamW rate (the paper: 5e-6; its reference runs: 1e-5).
         weight_decay, betas: AdamW's.
-        gradient_checkpointing: recompute UNet/ControlNet activations in backward.
-        export_dir: where the final ControlNet is saved with ``save_pretrained`` (None: not).
+        sample_latents: encode with a posterior sample of the VAE (diffusers); False: its mean.
+        export_dir: where the final ControlNet is saved with ``save_pretrained`` (default: the
+            run's folder, ``<default_root_dir>/controlnet``); it must be empty unless overwrite_export.
         validation_steps: ancestral steps of the restorations logged at validation.
-        seed: all training randomness (timesteps, noise) derives from it, the step and the key.
-        sampler: what ``predict`` runs (default: 500 ancestral steps with the CSE); the remaining
-            arguments configure prediction as in :class:`~cse.restoration.RestorationModule`.
+        seed: all training randomness derives from it, the epoch and each sample id.
     """
 
     def __init__(
         self,
-        operator: Operator,
-        pretrained: str = "stabilityai/stable-diffusion-2-base",
-        noise_std: float = 0.0,
-        controlnet: str | None = None,
+        prior: DiffusersPrior,
+        measurement: Measurement,
         learning_rate: float = 5e-6,
         weight_decay: float = 1e-2,
         betas: tuple[float, float] = (0.9, 0.999),
-        gradient_checkpointing: bool = False,
+        sample_latents: bool = True,
         export_dir: str | None = None,
+        overwrite_export: bool = False,
         validation_steps: int = 50,
         seed: int = 0,
-        sampler: Sampler | None = None,
-        output_dir: str = "outputs/cse",
-        samples_per_image: int = 1,
-        lpips: bool = True,
-        fid: bool = True,
-        feature_network: nn.Module | None = None,
-        metric_weights_dir: str | None = None,
     ) -> None:
-        super().__init__(
-            operator,
-            sampler or Ancestral(500),
-            pretrained=pretrained,
-            controlnet=controlnet,
-            noise_std=noise_std,
-            samples_per_image=samples_per_image,
-            seed=seed,
-            output_dir=output_dir,
-            lpips=lpips,
-            fid=fid,
-            feature_network=feature_network,
-            metric_weights_dir=metric_weights_dir,
-        )
-        if self.prior.controlnet is None:
-            self.prior.controlnet = build_controlnet(self.prior)
-        self.prior.controlnet.train().requires_grad_(True)
-        if gradient_checkpointing:
-            self.prior.enable_gradient_checkpointing()
+        super().__init__()
+        self.save_hyperparameters(ignore=["prior", "measurement"])
+        self.prior, self.measurement = prior, measurement
+        if prior.controlnet is None:
+            prior.attach_controlnet()
+        prior.controlnet.train().requires_grad_(True)
         self.strict_loading = False  # checkpoints hold the ControlNet only (see on_save_checkpoint)
 
     @property
@@ -101,41 +108,53 @@ class CSEModule(RestorationModule):
                 module.eval()
         return self
 
-    def denoising_loss(self, images: Tensor, keys: list[str], salt: str) -> Tensor:
-        """MSE of the ControlNet-augmented UNet to the eps (or v) target at random timesteps."""
-        control = conditioning(self.operator, self.measure(images, keys, salt))
-        with torch.no_grad():
-            x0 = self.prior.encode(images)
-        return denoising_loss(self.prior, x0, keys, f"{salt}:{self.hparams.seed}", control)
+    def export_path(self) -> Path:
+        given = self.hparams.export_dir
+        return Path(given) if given else Path(self.trainer.default_root_dir) / "controlnet"
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
-        if not batch["key"]:  # every sample of the batch was unreadable (warned about in cse.data)
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            check_export_dir(self.export_path(), self.hparams.overwrite_export)
+
+    def measure(self, images: Tensor, sample_ids: list[str], salt: str) -> Tensor:
+        return self.measurement(images, generators(sample_ids, f"{salt}:measurement:{self.hparams.seed}"))
+
+    def loss(self, batch: Batch, salt: str) -> Tensor:
+        """MSE of the ControlNet-augmented UNet to its target, every draw seeded per sample."""
+        images, ids = batch["image"], batch["sample_id"]
+        control = self.measurement.lift(self.measure(images, ids, salt))
+        with torch.no_grad():
+            latent_draws = generators(ids, f"{salt}:latent") if self.hparams.sample_latents else None
+            x0 = self.prior.encode(images, latent_draws)
+        return seeded_loss(self.prior, x0, ids, f"{salt}:{self.hparams.seed}", control)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        if not batch["key"]:  # every sample of the batch was unusable (each was warned about)
             return None
-        loss = self.denoising_loss(batch["image"], batch["key"], f"train:{self.current_epoch}:{batch_idx}")
+        loss = self.loss(batch, f"train:{self.current_epoch}")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["key"]))
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        images, keys = batch["image"], batch["key"]
-        if not keys:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        if not batch["key"]:
             return
-        loss = self.denoising_loss(images, keys, "val")
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(keys), sync_dist=True)
+        self.log("val/loss", self.loss(batch, "val"), prog_bar=True, batch_size=len(batch["key"]), sync_dist=True)
         if batch_idx == 0:
-            self.log_restorations(images, keys)
+            self.log_restorations(batch)
 
     @torch.no_grad()
-    def log_restorations(self, images: Tensor, keys: list[str]) -> None:
+    def log_restorations(self, batch: Batch) -> None:
         """Sample the CSE alone (the paper's "CSE" row) on held-out images and log a grid."""
-        control = conditioning(self.operator, self.measure(images, keys, "val"))
-        seeds = [seed_from_key(k, "val:sample") for k in keys]
-        shape = self.prior.latent_shape(images.shape)
+        images, ids = batch["image"], batch["sample_id"]
+        control = self.measurement.lift(self.measure(images, ids, "val"))
+        seeds = [seed_from_key(s, "val:sample") for s in ids]
+        shape = self.prior.state_shape(images.shape)
         restored = Ancestral(self.hparams.validation_steps)(self.prior, None, None, seeds, control=control, shape=shape)
-        self.log("val/psnr", psnr(restored, images).mean(), batch_size=len(keys), sync_dist=True)
+        self.log("val/psnr", psnr(restored, images).mean(), batch_size=len(ids), sync_dist=True)
         log_image = getattr(self.logger, "log_image", None)
         if log_image is not None and self.global_rank == 0:
-            rows = [images, control, restored.clamp(-1, 1)]
-            log_image("val/source_conditioning_restored", [grid(rows)], step=self.global_step)
+            rows = [("source", images), ("control", control), ("CSE sample", restored)]
+            log_image("val/source_control_sample", [labelled_grid(rows)], step=self.global_step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -143,32 +162,104 @@ class CSEModule(RestorationModule):
         return torch.optim.AdamW(params, lr=hp.learning_rate, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep only the trainable ControlNet: the frozen prior reloads from ``pretrained``."""
+        """Keep only the trainable ControlNet: the frozen prior reloads from its own folder."""
         state = checkpoint["state_dict"]
         for key in [k for k in state if not k.startswith("prior.controlnet.")]:
             del state[key]
 
     @rank_zero_only
     def on_train_end(self) -> None:
-        if self.hparams.export_dir:
-            export_controlnet(self.controlnet, self.hparams.export_dir)
+        self.controlnet.save_pretrained(self.export_path())
 
 
-def denoising_loss(
-    prior: DiffusersPrior, x0: Tensor, keys: list[str], salt: str, control: Tensor | None = None
-) -> Tensor:
-    """The diffusion training loss: MSE of the network to its eps (or v) target, at a timestep and
-    noise drawn per sample from the seed of ``(salt, key)`` (so a resumed run repeats them)."""
-    generators = generators_from_seeds([seed_from_key(k, f"{salt}:t") for k in keys])
-    t = torch.cat([torch.randint(0, prior.schedule.num_train_steps, (1,), generator=g) for g in generators]).to(
-        x0.device
-    )
-    x_t, target = prior.training_pair(x0, t, randn(generators, x0.shape[1:], like=x0))
-    return F.mse_loss(prior.network(x_t, t, control).float(), target.float())
+class PriorModule(LightningModule):
+    """Train a pixel-space diffusion prior from scratch: any diffusers ``UNet2DConditionModel``
+    (given in the config), SD2's schedule and the prior's own loss, an exponential moving average of
+    the weights, exported as a diffusers folder that ``DiffusersPrior.from_pretrained`` loads.
+
+    The UNet sees the empty prompt as one zero token of its ``cross_attention_dim``.
+    """
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        learning_rate: float = 3e-4,
+        ema_decay: float = 0.999,
+        export_dir: str | None = None,
+        overwrite_export: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["unet"])
+        self.scheduler = sd_scheduler()
+        prompt = torch.zeros(1, 1, unet.config.cross_attention_dim)
+        self.prior = DiffusersPrior(unet, DiscreteSchedule(self.scheduler.alphas_cumprod), prompt)
+        unet.requires_grad_(True).train()
+        self.ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+
+    def export_path(self) -> Path:
+        given = self.hparams.export_dir
+        return Path(given) if given else Path(self.trainer.default_root_dir) / "prior"
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            check_export_dir(self.export_path(), self.hparams.overwrite_export)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        if not batch["key"]:
+            return None
+        loss = seeded_loss(self.prior, batch["image"], batch["sample_id"], f"prior:{self.current_epoch}")
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["key"]))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.ema.update_parameters(self.prior.unet)
+
+    def ema_prior(self) -> DiffusersPrior:
+        return DiffusersPrior(self.ema.module, self.prior.schedule, self.prior.prompt_embeds)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss = seeded_loss(self.ema_prior(), batch["image"], batch["sample_id"], "val")
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["key"]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.prior.unet.parameters(), lr=self.hparams.learning_rate)
+
+    @rank_zero_only
+    def on_train_end(self) -> None:
+        save_pipeline_folder(self.export_path(), self.ema.module, self.scheduler)
 
 
-def export_controlnet(controlnet, path: str | os.PathLike) -> Path:
-    """``save_pretrained`` (safetensors): loadable by ``ControlNetModel.from_pretrained``."""
-    path = Path(path)
-    controlnet.save_pretrained(path)
-    return path
+class ClassifierModule(LightningModule):
+    """Train :class:`cse.features.DigitsClassifier` on labelled digits (``label_key: label`` in the
+    data), with shifts of up to one pixel so that its features do not hinge on exact pixels."""
+
+    def __init__(self, learning_rate: float = 1e-3, export_path: str | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.classifier = DigitsClassifier()
+
+    def step(self, batch: Batch, name: str) -> Tensor:
+        x, labels = batch["image"], batch["label"]
+        if name == "train":
+            x = torch.roll(x, shifts=tuple(torch.randint(-1, 2, (2,)).tolist()), dims=(-2, -1))
+        logits = self.classifier(x)
+        loss = F.cross_entropy(logits, labels)
+        self.log(f"{name}/loss", loss, prog_bar=True, batch_size=len(labels))
+        self.log(f"{name}/accuracy", (logits.argmax(1) == labels).float().mean(), prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self.step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.classifier.parameters(), lr=self.hparams.learning_rate)
+
+    @rank_zero_only
+    def on_train_end(self) -> None:
+        path = Path(self.hparams.export_path or Path(self.trainer.default_root_dir) / "classifier.safetensors")
+        os.makedirs(path.parent, exist_ok=True)
+        save_file(self.classifier.state_dict(), path)

@@ -10,13 +10,12 @@ from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from cse.callbacks import ImageWriter
-from cse.data import decode_image
+from cse.images import decode_image
 from cse.priors.diffusers_prior import DiffusersPrior
+from cse.records import Samples
 from cse.samplers import Ancestral
 from cse.seeding import seed_from_key
 from data_tools.writing import write_manifest, write_shards
-
-FOLDER = "images"
 
 
 def selfgen_keys(count: int) -> list[str]:
@@ -43,9 +42,9 @@ class SelfGenerationModule(LightningModule):
         self.prior = DiffusersPrior.from_pretrained(prior)
         self.sampler = Ancestral(num_steps)
 
-    def predict_step(self, keys: list[str], batch_idx: int) -> dict:
+    def predict_step(self, keys: list[str], batch_idx: int) -> Samples:
         seeds = [seed_from_key(key, f"selfgen:{self.hparams.seed}") for key in keys]
-        return {"key": keys, "images": {FOLDER: self.sampler(self.prior, None, None, seeds)}}
+        return Samples(keys, self.sampler(self.prior, None, None, seeds).cpu())
 
 
 def generate(
@@ -59,7 +58,7 @@ def generate(
     trainer_kwargs: dict | None = None,
 ) -> dict:
     """Generate what is missing under ``out/images``, then (re)write the shards from all of it."""
-    writer = ImageWriter(out, [FOLDER])
+    writer = ImageWriter(out, "images")
     pending = [key for key in selfgen_keys(count) if not writer.done(key)]
     trainer = Trainer(callbacks=[writer], logger=False, **(trainer_kwargs or {}))
     if pending:
@@ -69,7 +68,7 @@ def generate(
     if not trainer.is_global_zero:
         return {"generated": len(pending)}
     keys = selfgen_keys(count)
-    samples = ((key, decode_image(writer.path(FOLDER, key).read_bytes()), {"seed_key": key}) for key in keys)
+    samples = ((key, decode_image(writer.path(key).read_bytes()), {"seed_key": key}) for key in keys)
     rows = write_shards(samples, out / "shards", shard_size)
     settings = {"prior": str(prior), "count": count, "num_steps": num_steps, "seed": seed, "prompt": ""}
     write_manifest(out / "shards", rows, [], settings)

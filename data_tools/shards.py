@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cse.data import IMAGE_SUFFIXES, decode_image, eval_transform
+from cse.images import IMAGE_SUFFIXES, decode_image, eval_transform, image_problem
 from data_tools.writing import safe_key, write_manifest, write_shards
 
 
@@ -35,8 +35,8 @@ def prepare(path: Path, src: Path, size: int) -> tuple[str, Image.Image, dict]:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"not an image suffix ({path.suffix or 'none'})")
     image = decode_image(path.read_bytes())
-    if min(image.size) < size:
-        raise ValueError(f"too small: {image.size[0]}x{image.size[1]} < {size}")
+    if (reason := image_problem(image, size)) is not None:
+        raise ValueError(reason)
     relative = path.relative_to(src).as_posix()
     metadata = {"source": relative, "original_size": list(image.size)}
     if "/" in relative:  # ImageNet layout: the class is the first folder

@@ -47,3 +47,13 @@ def image_folder(tmp_path_factory) -> str:
         folder.mkdir(exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def digits_data(tmp_path_factory):
+    """scikit-learn's digits as ``python -m data_tools digits`` writes them (train/ and test/ shards)."""
+    from data_tools.digits import build_digits
+
+    out = tmp_path_factory.mktemp("digits")
+    build_digits(out)
+    return out

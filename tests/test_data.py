@@ -10,15 +10,15 @@ import webdataset as wds
 from PIL import Image
 
 from cse.data import (
+    EpochPlan,
     ImageDataModule,
     ImageDataset,
     collate,
-    decode_image,
-    eval_transform,
     index_source,
     select_subset,
     train_transform,
 )
+from cse.images import decode_image, eval_transform
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -56,10 +56,12 @@ def test_shards_round_trip_pixels_and_skip_the_corrupt_sample(shards):
     refs = index_source(str(folder))
     assert len(refs) == 7 and len({r.file for r in refs}) == 2
     assert index_source(str(folder / "train-{000000..000001}.tar")) == refs
+    assert refs[1].metadata() == {"source": "s001"}  # the sample's JSON member
     dataset = ImageDataset(refs, eval_transform(16))
-    with pytest.warns(UserWarning, match=r"skipping unreadable sample 's003'.*1 skipped"):
+    with pytest.warns(UserWarning, match=r"skipping sample 's003' .*unreadable"):
         batch = collate([dataset[i] for i in range(len(dataset))])
     assert batch["key"] == ["s000", "s001", "s002", "s004", "s005", "s006"]
+    assert [key for key, _ in batch["skipped"]] == ["s003"] and "unreadable" in batch["skipped"][0][1]
     for key, image in zip(batch["key"], batch["image"], strict=True):
         restored = ((image + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
         np.testing.assert_array_equal(restored, arrays[key])
@@ -83,30 +85,81 @@ def test_any_image_mode_decodes_to_rgb(mode, make):
     assert (rgb == expected).all()
 
 
-def test_seeded_subsets_are_deterministic_and_repeated_to_the_batch(image_folder):
+def test_seeded_subsets_are_deterministic(image_folder):
     refs = index_source(image_folder)
     first = select_subset(refs, 3, seed=7)
     assert first == select_subset(refs, 3, seed=7) and first != select_subset(refs, 3, seed=8)
     assert select_subset(refs, 3, seed=None) == refs[:3]
-    assert [r.key for r in select_subset(refs, 2, seed=7, min_length=5)] == [r.key for r in first[:2]] * 3
 
 
-def test_augmentation_is_seeded_by_epoch_and_key(image_folder):
+def test_augmentation_is_seeded_by_epoch_and_sample_id(image_folder):
     refs = index_source(image_folder)[:2]
-    dataset = ImageDataset(refs, train_transform(16), seed=3)
-    once, again = dataset[0]["image"], dataset[0]["image"]
+    dataset = ImageDataset(refs, train_transform(16), seed=3, min_size=16)
+    once, again = dataset[(0, 0)]["image"], dataset[(0, 0)]["image"]
     torch.testing.assert_close(once, again)
+    repeated = dataset[(0, 1)]
+    assert repeated["key"] == refs[0].key and repeated["sample_id"] == f"{refs[0].key}#1"
+    assert not torch.equal(once, repeated["image"])  # a repetition is a sample of its own
     dataset.epoch = 1
-    assert not torch.equal(once, dataset[0]["image"])
+    assert not torch.equal(once, dataset[(0, 0)]["image"])
     assert once.shape == (3, 16, 16) and once.min() >= -1 and once.max() <= 1
 
 
-def test_datamodule_batches_and_a_clear_error_without_data(image_folder, tmp_path):
-    module = ImageDataModule(train=image_folder, image_size=16, batch_size=4, num_workers=0, train_count=2)
-    batch = next(iter(module.train_dataloader()))
-    assert batch["image"].shape == (4, 3, 16, 16) and len(batch["key"]) == 4
+def plan(n, multiple, world=1, rank=0, epoch=0, shuffle=True):
+    dataset = ImageDataset([None] * n, eval_transform(8))
+    sampler = EpochPlan(dataset, world, rank, shuffle=shuffle, seed=0, multiple=multiple)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def test_every_optimizer_step_sees_exactly_the_effective_batch():
+    """100 images, effective batch 64: an epoch is 64 of them (a different 64 each epoch), never a
+    partial step of 36; 25 images are repeated to 64, each repetition a sample id of its own."""
+    epoch0, epoch1 = plan(100, 64), plan(100, 64, epoch=1)
+    assert len(epoch0) == 64 and len({i for i, _ in epoch0}) == 64 and {r for _, r in epoch0} == {0}
+    assert {i for i, _ in epoch0} != {i for i, _ in epoch1}
+    small = plan(25, 64)
+    assert len(small) == 64 and len(set(small)) == 64 and {i for i, _ in small} == set(range(25))
+    assert max(r for _, r in small) == 2
+    ranks = [plan(100, 64, world=2, rank=r) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 32 and not set(ranks[0]) & set(ranks[1])
+    assert sorted(ranks[0] + ranks[1]) == sorted(epoch0)
+    assert plan(7, 1, shuffle=False) == [(i, 0) for i in range(7)]  # evaluation: everything, in order
+
+
+def test_the_datamodule_drops_partial_steps_and_knows_accumulation(image_folder, tmp_path):
+    module = ImageDataModule(train=image_folder, image_size=16, batch_size=2, num_workers=0, min_size=16)
+
+    class Trainer:  # what the data module reads of the trainer
+        world_size, global_rank, accumulate_grad_batches = 1, 0, 2
+
+    module.trainer = Trainer()
+    batches = list(module.train_dataloader())
+    assert [len(b["key"]) for b in batches] == [2, 2]  # 6 images, effective batch 4: one full step
+    assert batches[0]["image"].shape == (2, 3, 16, 16)
     assert module.val_dataloader() == []
     with pytest.raises(ValueError, match="no predict data"):
         module.predict_dataloader()
     with pytest.raises(FileNotFoundError, match="no images or webdataset shards"):
         index_source(str(tmp_path / "empty"))
+
+
+def test_images_too_small_or_too_elongated_are_skipped_with_the_reason(tmp_path):
+    for name, size in [("tiny", (4, 4)), ("dot", (1, 1)), ("strip", (3000, 2)), ("wide", (200, 40)), ("ok", (20, 16))]:
+        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(tmp_path / f"{name}.png")
+    module = ImageDataModule(predict=str(tmp_path), image_size=16, batch_size=8, num_workers=0)
+    with pytest.warns(UserWarning, match="skipping"):
+        batch = next(iter(module.predict_dataloader()))
+    assert batch["key"] == ["ok"]
+    reasons = dict(batch["skipped"])
+    assert set(reasons) == {"tiny", "dot", "strip", "wide"}
+    assert "too small: 4x4 < 16" in reasons["tiny"] and "aspect ratio 200x40" in reasons["wide"]
+
+
+def test_labels_come_from_each_samples_json(shards):
+    folder, _ = shards
+    (folder / "labels").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "labels" / "a.png")
+    (folder / "labels" / "a.json").write_text(json.dumps({"label": 7}))
+    module = ImageDataModule(predict=str(folder / "labels"), image_size=16, num_workers=0, label_key="label")
+    assert next(iter(module.predict_dataloader()))["label"].tolist() == [7]

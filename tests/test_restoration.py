@@ -1,27 +1,31 @@
-"""python -m cse predict on the tiny stack: every config, DDP, resume, diversity."""
+"""python -m cse predict: composed configs, DDP, resuming, faults and bad input (tiny stacks)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Trainer
 from PIL import Image
 
-from cse.cli import main
+import cse.callbacks
+from cse.callbacks import RestorationWriter
+from cse.cli import derived_root, main
 from cse.data import ImageDataModule
-from cse.metrics import PixelFeatures
-from cse.models import build_controlnet
-from cse.operators import SuperResolution
-from cse.priors.diffusers_prior import DiffusersPrior
+from cse.features import PixelFeatures
+from cse.operators import Measurement, SuperResolution
+from cse.priors import DiffusersPrior, build_controlnet
 from cse.restoration import RestorationModule
 from cse.samplers import DPS
 
 ROOT = Path(__file__).resolve().parents[1]
-PREDICT_CONFIGS = sorted(p for task in ("sr8", "gblur", "inpaint") for p in (ROOT / "configs" / task).glob("*.yaml"))
+CONFIGS = ROOT / "configs"
+SD2_TASKS = ["sr8", "gblur", "inpaint"]
+DIGITS_TASKS = ["digits/sr4", "digits/inpaint", "digits/gblur"]
+SAMPLERS = sorted(p.stem for p in (CONFIGS / "samplers").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -31,23 +35,25 @@ def tiny_cse(tiny_latent, tmp_path_factory) -> str:
     return str(folder)
 
 
-def overrides(config: Path, tiny_latent: str, tiny_cse: str, images: str, out: Path, count: int = 2) -> list[str]:
-    # cse.yaml trains the CSE with fit; predict with it needs a trained one
-    uses_cse = config.name == "cse.yaml" or yaml.safe_load(config.read_text())["model"]["init_args"]["controlnet"]
+@pytest.fixture(autouse=True)
+def _argv(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["python -m cse"])
+
+
+def configs(task: str, *more: str) -> list[str]:
+    return [f"--config={CONFIGS / task / 'task.yaml'}", *(f"--config={CONFIGS / m}" for m in more)]
+
+
+def sd2_overrides(task: str, tiny_latent: str, images: str, out: Path, count: int = 2) -> list[str]:
+    """The SD2 task files on the tiny stack: 2 steps, 16 px images, no downloadable metric weights."""
     return [
-        f"--config={config}",
-        f"--model.init_args.pretrained={tiny_latent}",
-        *([f"--model.init_args.controlnet={tiny_cse}"] if uses_cse else []),
-        "--model.init_args.sampler.init_args.num_steps=2",
-        f"--model.init_args.output_dir={out}",
-        "--model.init_args.lpips=false",
-        "--model.init_args.feature_network=cse.metrics.PixelFeatures",
-        *(["--model.init_args.operator.init_args.size=8"] if config.parent.name == "inpaint" else []),
-        *(
-            ["--trainer.precision=bf16-mixed", "--model.init_args.gradient_checkpointing=true"]
-            if config.stem == "dmap_full"
-            else []
-        ),
+        f"--model.init_args.prior.init_args.id_or_path={tiny_latent}",
+        "--sampling.num_steps=2",
+        "--sampling.half_steps=1",
+        *(["--model.init_args.measurement.init_args.operator.init_args.size=8"] if task == "inpaint" else []),
+        "--trainer.callbacks.init_args.lpips=false",
+        "--trainer.callbacks.init_args.feature_network=cse.features.PixelFeatures",
+        "--trainer.callbacks.init_args.kid_subset_size=2",
         f"--trainer.default_root_dir={out}",
         f"--data.init_args.predict={images}",
         "--data.init_args.image_size=16",
@@ -57,40 +63,100 @@ def overrides(config: Path, tiny_latent: str, tiny_cse: str, images: str, out: P
     ]
 
 
-def test_all_table_cells_have_a_config():
-    names = {(p.parent.name, p.stem) for p in PREDICT_CONFIGS}
-    methods = ["dps", "dsg", "dmap_same", "dmap_full", "cse", "dps_cse", "dmap_cse"]
-    assert names == {(t, m) for t in ["sr8", "gblur", "inpaint"] for m in methods}
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("config", PREDICT_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_each_predict_config_restores_a_two_image_set(
-    config, tiny_latent, tiny_cse, image_folder, tmp_path, monkeypatch
-):
-    monkeypatch.setattr("sys.argv", ["python -m cse"])
-    main(["predict", *overrides(config, tiny_latent, tiny_cse, image_folder, tmp_path)])
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["count"] == 2 and np.isfinite([summary["psnr"], summary["fid"], summary["residual"]]).all()
-    assert summary["network_evaluations"] > 0 and summary["seconds"] > 0
-    for folder in ("source", "measurement", "lifted", "recon"):
+# -- every config --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", SD2_TASKS + DIGITS_TASKS)
+def test_every_cell_of_every_task_parses(task, capsys):
+    """Each task with each method file, with and without its CSE (no instantiation, no weights)."""
+    for sampler in SAMPLERS:
+        for extra in ([], [f"{task}/cse.yaml"]):
+            with pytest.raises(SystemExit) as exit_:
+                main(["predict", *configs(task, f"samplers/{sampler}.yaml", *extra), "--print_config"])
+            assert exit_.value.code == 0
+            printed = capsys.readouterr().out
+            assert "${" not in printed and "class_path: cse.samplers." in printed
+
+
+@pytest.mark.parametrize("task", SD2_TASKS)
+def test_each_sd2_task_restores_a_two_image_set(task, tiny_latent, image_folder, tmp_path):
+    main(["predict", *configs(task, "samplers/dps.yaml"), *sd2_overrides(task, tiny_latent, image_folder, tmp_path)])
+    result = summary(tmp_path)
+    assert result["count"] == 2 and np.isfinite([result["psnr"], result["fid"], result["residual"]]).all()
+    assert result["network_evaluations"] == 2 and result["network_gradients"] == 2 and result["seconds"] > 0
+    for folder in ("source", "measurement", "control", "recon"):
         assert len(list((tmp_path / folder).rglob("*.png"))) == 2
-    assert (tmp_path / "grid.png").exists()
+    assert (tmp_path / "grid.png").exists() and json.loads((tmp_path / "run.json").read_text())["fingerprint"]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_each_sampler_file_runs_with_and_without_the_cse(sampler, tiny_latent, tiny_cse, image_folder, tmp_path):
+    for cse_on in (False, True):
+        out = tmp_path / f"cse{cse_on}"
+        args = [
+            "predict",
+            *configs("sr8", f"samplers/{sampler}.yaml"),
+            *sd2_overrides("sr8", tiny_latent, image_folder, out),
+        ]
+        if cse_on:
+            args += [f"--model.init_args.prior.init_args.controlnet={tiny_cse}"]
+        main(args)
+        assert summary(out)["count"] == 2
+    with_cse = json.loads((tmp_path / "cseTrue" / "run.json").read_text())["settings"]["prior"]["controlnet"]
+    assert with_cse == tiny_cse
+
+
+@pytest.mark.parametrize("task", DIGITS_TASKS)
+def test_each_digits_task_runs_on_the_shipped_checkpoints(task, digits_data, tmp_path):
+    main(
+        [
+            "predict",
+            *configs(task, "samplers/dmap_same.yaml", f"{task}/cse.yaml"),
+            "--sampling.half_steps=2",
+            f"--data.init_args.predict={digits_data / 'test'}",
+            "--data.init_args.predict_count=2",
+            "--trainer.callbacks.init_args.kid_subset_size=2",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert summary(tmp_path)["count"] == 2 and summary(tmp_path)["network_gradients"] == 2  # K = 2, last step plain
+
+
+def test_the_output_folder_is_derived_from_the_config_files():
+    task = CONFIGS / "digits/sr4/task.yaml"
+    assert derived_root([task, CONFIGS / "samplers/dps.yaml"]) == Path("outputs/digits/sr4/dps")
+    assert derived_root([task, CONFIGS / "samplers/dps.yaml", CONFIGS / "digits/sr4/cse.yaml"]) == Path(
+        "outputs/digits/sr4/dps+cse"
+    )
+    assert derived_root([CONFIGS / "sr8/task.yaml", CONFIGS / "train_cse.yaml"]) == Path("outputs/sr8/train_cse")
+    assert derived_root([CONFIGS / "digits/train_prior.yaml"]) == Path("outputs/digits/train_prior")
+
+
+def test_predictions_are_not_kept_in_memory(tiny_latent, image_folder, tmp_path):
+    cli = main(
+        ["predict", *configs("sr8", "samplers/dps.yaml"), *sd2_overrides("sr8", tiny_latent, image_folder, tmp_path)]
+    )
+    assert cli.config_init["predict"]["return_predictions"] is False
+    assert not cli.trainer.predict_loop.predictions
+
+
+# -- DDP and batches -----------------------------------------------------------------------------
 
 
 def read_images(folder: Path) -> dict[str, np.ndarray]:
     return {p.relative_to(folder).as_posix(): np.asarray(Image.open(p)) for p in sorted(folder.rglob("*.png"))}
 
 
-def test_two_ddp_processes_give_the_same_images_as_one(tiny_latent, tiny_cse, image_folder, tmp_path):
-    config = ROOT / "configs" / "sr8" / "dmap_same.yaml"
+def test_two_ddp_processes_give_the_same_images_as_one(tiny_latent, image_folder, tmp_path):
     for devices in (1, 2):
         out = tmp_path / f"devices{devices}"
-        args = overrides(config, tiny_latent, tiny_cse, image_folder, out, count=4)
-        args += [
-            "--trainer.accelerator=cpu",
-            f"--trainer.devices={devices}",
-            "--trainer.strategy=ddp" if devices > 1 else "--trainer.strategy=auto",
-        ]
+        args = [*configs("sr8", "samplers/dmap_same.yaml"), *sd2_overrides("sr8", tiny_latent, image_folder, out, 4)]
+        args += ["--trainer.accelerator=cpu", f"--trainer.devices={devices}"]
+        args += ["--trainer.strategy=ddp" if devices > 1 else "--trainer.strategy=auto"]
         result = subprocess.run(
             [sys.executable, "-m", "cse", "predict", *args], capture_output=True, text=True, cwd=ROOT, timeout=600
         )
@@ -99,48 +165,20 @@ def test_two_ddp_processes_give_the_same_images_as_one(tiny_latent, tiny_cse, im
     assert len(one) == 4 and one.keys() == two.keys()
     for name in one:
         np.testing.assert_array_equal(one[name], two[name], err_msg=name)
-    lines = (tmp_path / "devices2" / "metrics.jsonl").read_text().splitlines()
-    assert sorted(json.loads(line)["key"] for line in lines) == [
-        "class0/img0",
-        "class0/img2",
-        "class0/img4",
-        "class1/img1",
-    ]
+    keys = [json.loads(line)["key"] for line in (tmp_path / "devices2" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(keys) == ["class0/img0", "class0/img2", "class0/img4", "class1/img1"]
 
 
-class Interrupt(Callback):
-    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        if batch_idx == 1:
-            raise RuntimeError("simulated crash in the second batch")
-
-
-def restore(tiny_latent, image_folder, out, callbacks=(), batch_size=2, **kwargs):
+def restore(prior, images, out, batch_size=2, count=4, sampler=None, writer=None, **kwargs):
+    """Python API: a RestorationModule and a writer in a plain Trainer."""
     module = RestorationModule(
-        SuperResolution(2),
-        DPS(1.0, 2),
-        pretrained=tiny_latent,
-        output_dir=str(out),
-        lpips=False,
-        feature_network=PixelFeatures(),
-        **kwargs,
+        DiffusersPrior.from_pretrained(prior), Measurement(SuperResolution(2)), sampler or DPS(1.0, 2), **kwargs
     )
-    data = ImageDataModule(predict=image_folder, image_size=16, batch_size=batch_size, num_workers=0, predict_count=4)
-    Trainer(logger=False, enable_progress_bar=False, callbacks=list(callbacks), default_root_dir=out).predict(
+    data = ImageDataModule(predict=images, image_size=16, batch_size=batch_size, num_workers=0, predict_count=count)
+    writer = writer or RestorationWriter(str(out), lpips=False, feature_network=PixelFeatures(), kid_subset_size=2)
+    Trainer(logger=False, enable_progress_bar=False, callbacks=[writer], default_root_dir=out).predict(
         module, data, return_predictions=False
     )
-
-
-def test_an_interrupted_run_rerun_writes_each_image_once(tiny_latent, image_folder, tmp_path):
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        restore(tiny_latent, image_folder, tmp_path, callbacks=[Interrupt()])
-    first = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "recon").rglob("*.png")}
-    assert len(first) == 2
-    restore(tiny_latent, image_folder, tmp_path)
-    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "recon").rglob("*.png")}
-    assert len(after) == 4 and all(after[name] == stamp for name, stamp in first.items())
-    keys = [json.loads(line)["key"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert sorted(keys) == sorted(set(keys)) and len(keys) == 4
-    assert json.loads((tmp_path / "summary.json").read_text())["count"] == 4
 
 
 def test_results_do_not_depend_on_batch_size(tiny_latent, image_folder, tmp_path):
@@ -152,9 +190,136 @@ def test_results_do_not_depend_on_batch_size(tiny_latent, image_folder, tmp_path
         assert np.abs(one[name].astype(int) - four[name].astype(int)).max() <= 1, name  # 8-bit rounding of float noise
 
 
-def test_diversity_over_several_samples(tiny_latent, image_folder, tmp_path):
+def test_diversity_over_several_samples_in_the_papers_units(tiny_latent, image_folder, tmp_path):
     restore(tiny_latent, image_folder, tmp_path, samples_per_image=3)
     maps = list((tmp_path / "diversity").rglob("*.png"))
     assert len(maps) == 4 and np.asarray(Image.open(maps[0])).shape == (16, 16, 3)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(row["diversity"] > 0 for row in rows)
+
+
+# -- faults: nothing lost, nothing misdescribed ---------------------------------------------------
+
+
+def test_killed_between_the_pngs_and_the_metrics_line_a_rerun_completes_it(
+    tiny_latent, image_folder, tmp_path, monkeypatch
+):
+    """The second batch's PNGs are written, then the process dies before its metrics line (and a
+    half-written temporary file is left): the rerun redoes those images and the summary counts all."""
+    calls = []
+    append = cse.callbacks.append_jsonl
+
+    def dying(path, rows):
+        calls.append(path)
+        if len(calls) == 3:  # batch 2's metrics (each batch appends metrics, then skipped)
+            (tmp_path / "recon" / "class1").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "recon" / "class1" / ".img1.png.x1y2.tmp").write_bytes(b"half")
+            raise RuntimeError("killed")
+        append(path, rows)
+
+    monkeypatch.setattr(cse.callbacks, "append_jsonl", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        restore(tiny_latent, image_folder, tmp_path)
+    assert len(list((tmp_path / "recon").rglob("*.png"))) == 4  # every PNG exists ...
+    monkeypatch.setattr(cse.callbacks, "append_jsonl", append)
+    restore(tiny_latent, image_folder, tmp_path)  # ... but only 2 images were done
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and summary(tmp_path)["count"] == 4
+    assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / "metrics").exists()
+
+
+def test_a_torn_metrics_line_is_redone_and_a_corrupt_one_is_named(tiny_latent, image_folder, tmp_path):
+    restore(tiny_latent, image_folder, tmp_path, count=2)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    (tmp_path / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:20])  # killed mid-line
+    restore(tiny_latent, image_folder, tmp_path, count=2)
+    assert [json.loads(line)["key"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+        json.loads(lines[0])["key"],
+        json.loads(lines[1])["key"],
+    ]
+    (tmp_path / "metrics.jsonl").write_text("{not json\n" + lines[1] + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 1, is not valid JSON"):
+        restore(tiny_latent, image_folder, tmp_path, count=2)
+
+
+def test_a_rerun_with_other_settings_refuses_to_mix_unless_asked(tiny_latent, image_folder, tmp_path):
+    restore(tiny_latent, image_folder, tmp_path, count=2)
+    before = (tmp_path / "summary.json").read_text()
+    with pytest.raises(
+        FileExistsError, match=r"other settings \(sampler: DPS\(num_steps=2, zeta=1.0\) -> DPS\(num_steps=3"
+    ):
+        restore(tiny_latent, image_folder, tmp_path, count=2, sampler=DPS(0.1, 3))
+    assert (tmp_path / "summary.json").read_text() == before
+    writer = RestorationWriter(
+        str(tmp_path), lpips=False, feature_network=PixelFeatures(), kid_subset_size=2, overwrite=True
+    )
+    restore(tiny_latent, image_folder, tmp_path, count=2, sampler=DPS(0.1, 3), writer=writer)
+    assert "num_steps=3" in json.loads((tmp_path / "run.json").read_text())["settings"]["sampler"]
+    assert summary(tmp_path)["count"] == 2
+
+
+def test_a_rerun_through_the_cli_with_other_settings_keeps_the_old_config(tiny_latent, image_folder, tmp_path):
+    args = ["predict", *configs("sr8", "samplers/dps.yaml"), *sd2_overrides("sr8", tiny_latent, image_folder, tmp_path)]
+    main(args)
+    config = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(FileExistsError, match="other settings"):
+        main([*args, "--sampling.dps_zeta=0.1"])
+    assert (tmp_path / "config.yaml").read_text() == config
+
+
+def test_an_unwritable_output_folder_fails_before_sampling(tiny_latent, image_folder, tmp_path, monkeypatch):
+    if os.geteuid() == 0:  # root writes anywhere: make the folder a file instead
+        blocked = tmp_path / "file"
+        blocked.write_text("")
+        out = blocked / "results"
+    else:
+        out = tmp_path / "locked"
+        out.mkdir(mode=0o500)
+    sampled = []
+    monkeypatch.setattr(DPS, "step", lambda *a, **k: sampled.append(1))
+    with pytest.raises(PermissionError, match="cannot write results into"):
+        restore(tiny_latent, image_folder, out)
+    assert not sampled
+
+
+def test_only_unreadable_inputs_fail_the_run_and_are_listed(tiny_latent, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (bad / "b.jpg").write_bytes(b"not an image")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(bad / "c.png")
+    with pytest.warns(UserWarning, match="skipping"), pytest.raises(RuntimeError, match="nothing was restored"):
+        restore(tiny_latent, str(bad), tmp_path / "out")
+    skipped = summary(tmp_path / "out")["skipped"]
+    assert set(skipped) == {"a", "b", "c"} and "too small: 4x4 < 16" in skipped["c"]
+
+
+def test_skipped_inputs_are_listed_beside_the_restored_ones(tiny_latent, image_folder, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for path in Path(image_folder).rglob("*.png"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    Image.fromarray(np.zeros((2, 3000, 3), np.uint8)).save(folder / "strip.png")
+    with pytest.warns(UserWarning, match="strip"):
+        restore(tiny_latent, str(folder), tmp_path / "out", count=None)
+    result = summary(tmp_path / "out")
+    assert result["count"] == 6 and list(result["skipped"]) == ["strip"]
+
+
+def test_huge_step_sizes_warn_and_negative_ones_are_rejected(digits_data, tmp_path):
+    with pytest.raises(ValueError, match="zeta must be a finite number >= 0"):
+        DPS(-1.0, 2)
+    with pytest.warns(UserWarning, match="residual .* over 10x the measurement's norm"):
+        restore("checkpoints/digits/prior", str(digits_data / "test"), tmp_path, count=2, sampler=DPS(1e12, 2))
+
+
+def test_written_files_are_readable_by_others_and_the_grid_is_labelled(tiny_latent, image_folder, tmp_path):
+    umask = os.umask(0o022)
+    try:
+        restore(tiny_latent, image_folder, tmp_path, count=2)
+    finally:
+        os.umask(umask)
+    for path in [tmp_path / "summary.json", tmp_path / "grid.png", *(tmp_path / "recon").rglob("*.png")]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.height >= 3 * 96 and grid.width >= 2 * 96 + 100  # three labelled rows a person can see

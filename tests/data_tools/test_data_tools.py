@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cse.data import ImageDataset, collate, eval_transform, index_source
+from cse.data import ImageDataset, collate, index_source
+from cse.images import eval_transform
 from data_tools.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,3 +120,10 @@ def test_digits_split(tmp_path):
     assert len(images) == 200 and next(iter(images.values())).shape == (3, 16, 16)
     digit = next(iter(images.values()))
     assert torch.equal(digit[0], digit[1]) and digit.min() < -0.9 and digit.max() > 0.5  # grey ink on black
+
+
+def test_reading_the_digits_imports_neither_lightning_nor_diffusers():
+    code = "import sys, data_tools.digits; print(sorted({'lightning', 'diffusers'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,51 @@
+"""What a restoration produces per image, as typed records passed from the predict step to the writer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NotRequired, TypedDict
+
+from torch import Tensor
+
+
+class ImageMetrics(TypedDict):
+    """One line of ``metrics.jsonl``: quality, consistency and cost of one restored image."""
+
+    key: str
+    psnr: float  # dB, on [0, 1]
+    ssim: float
+    residual: float  # ||A(x_hat) - y||, the measurement's own scale
+    seconds: float  # sampling time per image (its batch's time / batch size)
+    network_evaluations: float  # network forward passes per image
+    network_gradients: float  # of which back-propagated through
+    peak_memory_mb: float | None  # peak CUDA memory of the batch (None on CPU)
+    batch_size: int
+    diversity: NotRequired[float]  # mean per-pixel std over samples_per_image samples, on [-1, 1]
+    lpips: NotRequired[float]  # added by the writer from the written PNGs
+
+
+@dataclass
+class Restoration:
+    """A restored batch, every image on [-1, 1] and every tensor on the CPU.
+
+    ``measurement`` is image-shaped for image operators (and written as PNGs then); ``control``
+    is the CSE's control image ``measurement.lift(y)``; ``diversity`` the per-pixel std maps
+    ``[B, H, W]`` when several samples per image were drawn.
+    """
+
+    keys: list[str]
+    source: Tensor
+    measurement: Tensor
+    control: Tensor
+    recon: Tensor
+    metrics: list[ImageMetrics]
+    diversity: Tensor | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) left out of this batch
+
+
+@dataclass
+class Samples:
+    """Generated images (no measurement): ``images`` ``[B, C, H, W]`` on [-1, 1], one per key."""
+
+    keys: list[str]
+    images: Tensor
