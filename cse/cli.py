@@ -14,6 +14,7 @@ first file called ``task.yaml`` is left out), e.g. ``outputs/digits/sr4/dmap_ful
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from cse.priors.loading import PretrainedNotFoundError
+
+CLEAR_ERRORS = (PretrainedNotFoundError, FileNotFoundError, FileExistsError, PermissionError)
+"""Errors whose message says what to do: shown alone, not under the config parser's traceback."""
 
 EPILOG = """Options of a config's model, data and sampler are listed by
   python -m cse predict --config CONFIG [--config ...] --print_config
@@ -105,8 +109,24 @@ def main(args: ArgsType = None) -> LightningCLI | None:
             parser_kwargs={"prog": "python -m cse", "parser_mode": "omegaconf+", "epilog": EPILOG},
             args=args,
         )
-    except (PretrainedNotFoundError, FileExistsError, PermissionError) as error:
-        if args is not None:  # called from Python: let the caller see the exception
-            raise
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        clear = clear_error(error)
+        if clear is None or args is not None or os.environ.get("CSE_TRACEBACK"):
+            raise  # called from Python, or asked for: the whole exception
+        print(f"error: {clear}\n(set CSE_TRACEBACK=1 to see the full traceback)", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def clear_error(error: BaseException) -> BaseException | None:
+    """The first error in ``error``'s chain of causes that explains itself (see CLEAR_ERRORS); a
+    missing ``${sampling.NAME}`` becomes such an error too."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, CLEAR_ERRORS):
+            return error
+        if type(error).__name__ == "InterpolationKeyError":
+            key = getattr(error, "key", None) or str(error)
+            return KeyError(f"{key}: a method file reads it from the task file's `sampling:` block, which lacks it")
+        error = error.__cause__ or error.__context__
+    return None

@@ -25,4 +25,5 @@ def where(path: str | os.PathLike) -> str:
     given = Path(path).expanduser()
     if given.is_absolute():
         return str(given)
-    return f"{given} (looked in {Path.cwd()} and {PROJECT_ROOT})"
+    folders = dict.fromkeys([str(Path.cwd()), str(PROJECT_ROOT)])
+    return f"{given} (looked in {' and '.join(folders)})"

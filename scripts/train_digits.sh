@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Retrain everything in checkpoints/digits/ from scratch, on CPU, with the project's own configs.
+# Retrain everything in checkpoints/digits/ from scratch, on CPU, with the project's own configs,
+# then install the results there (training itself only ever writes under outputs/).
 # Each step prints how long it took; the README gives the times measured here.
 #   bash scripts/train_digits.sh            # everything
-#   bash scripts/train_digits.sh after-prior   # step sizes and CSEs (needs checkpoints/digits/prior)
-#   bash scripts/train_digits.sh cses          # only the CSEs
+#   bash scripts/train_digits.sh cses       # only the CSEs (needs checkpoints/digits/prior)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WANDB_MODE=offline
@@ -16,15 +16,34 @@ step() {  # step NAME COMMAND...
   echo "== $name took $((SECONDS - start)) s"
 }
 
+fit() {  # fit RUN_FOLDER CONFIG... [-- OVERRIDES...]: a fresh run into RUN_FOLDER
+  local run=$1; shift
+  rm -rf "$run"
+  python -m cse fit "$@" --trainer.default_root_dir="$run"
+}
+
+install() {  # install FROM TO: replace a shipped checkpoint by a new one
+  rm -rf "$2"
+  cp -r "$1" "$2"
+}
+
+digits=configs/digits
 if [ "${1:-all}" = all ]; then
   step "digits shards" python -m data_tools digits --out data/digits
-  step "prior" python -m cse fit --config configs/digits/prior.yaml
-  step "classifier" python -m cse fit --config configs/digits/classifier.yaml
+  step "prior" fit outputs/digits/train_prior --config $digits/train_prior.yaml
+  install outputs/digits/train_prior/prior checkpoints/digits/prior
+  step "classifier" fit outputs/digits/train_classifier --config $digits/train_classifier.yaml
+  install outputs/digits/train_classifier/classifier.safetensors checkpoints/digits/classifier.safetensors
 fi
-if [ "${1:-all}" != cses ]; then
-  step "step sizes (train digits)" python scripts/tune_digits.py
-  step "predict configs" python scripts/make_digits_configs.py
-fi
-for config in sr4_cse inpaint_cse gblur_cse sr4_cse_full sr4_cse_25 sr4_cse_50 inpaint_cse_full gblur_cse_full; do
-  step "$config" python -m cse fit --config "configs/digits/$config.yaml"
+for op in sr4 inpaint gblur; do
+  step "$op CSE (100 digits)" fit outputs/digits/$op/train_cse --config $digits/$op/task.yaml --config $digits/train_cse.yaml
+  install outputs/digits/$op/train_cse/controlnet checkpoints/digits/${op}_cse
+  step "$op reference CSE (all train digits)" fit outputs/digits/$op/train_cse+reference \
+    --config $digits/$op/task.yaml --config $digits/train_cse.yaml --config $digits/reference.yaml
+  install "outputs/digits/$op/train_cse+reference/controlnet" checkpoints/digits/${op}_cse_full
+done
+for count in 25 50; do
+  step "sr4 CSE ($count digits)" fit outputs/digits/sr4/train_cse_$count \
+    --config $digits/sr4/task.yaml --config $digits/train_cse.yaml --data.init_args.train_count=$count
+  install outputs/digits/sr4/train_cse_$count/controlnet checkpoints/digits/sr4_cse_$count
 done

@@ -22,6 +22,21 @@ def test_cli_lists_the_lightning_subcommands():
         assert subcommand in result.stdout
 
 
+def test_a_missing_model_folder_is_one_clear_line_not_a_parser_traceback():
+    result = run(
+        "-m", "cse", "predict", "--config=configs/digits/sr4/task.yaml", "--config=configs/samplers/dps.yaml",
+        "--model.init_args.prior.init_args.id_or_path=checkpoints/digits/missing",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "error: Could not load the diffusion prior 'checkpoints/digits/missing'" in result.stderr
+    assert "Traceback" not in result.stderr and "Union subtypes" not in result.stderr
+
+
+def test_predict_help_says_how_to_list_a_configs_options():
+    result = run("-m", "cse", "predict", "--help")
+    assert result.returncode == 0 and "--print_config" in result.stdout
+
+
 def test_import_cse_makes_torchvision_lightning_and_metrics_importable():
     code = (
         "import cse, torchvision, lightning, torchmetrics, lpips\n"
