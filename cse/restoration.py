@@ -65,22 +65,28 @@ class RestorationModule(LightningModule):
             "seed": self.seed,
         }
 
-    def measure(self, images: Tensor, keys: list[str]) -> Tensor:
-        """``y = measurement(x)``, each image's noise from the seed of ``(seed, key)``."""
-        return self.measurement(
-            images, generators_from_seeds([seed_from_key(k, f"measurement:{self.seed}") for k in keys])
-        )
+    def operator_seeds(self, keys: list[str]) -> list[int]:
+        """Seeds of whatever the operator draws per image (a nonlinear blur's kernel)."""
+        return [seed_from_key(k, f"operator:{self.seed}") for k in keys]
+
+    def measure(self, images: Tensor, keys: list[str]) -> tuple[Tensor, Measurement]:
+        """``y = measurement(x)``, each image's noise (and operator) from the seed of ``(seed, key)``;
+        also the measurement fixed for these images."""
+        measurement = self.measurement.bind(self.operator_seeds(keys), images.shape)
+        noise = generators_from_seeds([seed_from_key(k, f"measurement:{self.seed}") for k in keys])
+        return measurement(images, noise), measurement
 
     def restore(self, prior: Prior, y: Tensor, control: Tensor, keys: list[str], image_shape: torch.Size) -> Tensor:
         """``[k, B, C, H, W]``: k restorations of each measurement, drawn in one sampler batch."""
         k = self.samples_per_image
         seeds = [seed_from_key(key, f"sample:{self.seed}:{j}") for j in range(k) for key in keys]
         repeat = lambda t: t.repeat(k, *[1] * (t.ndim - 1))  # noqa: E731
+        operator = self.measurement.bind(self.operator_seeds(keys) * k, image_shape).operator
         uses_cse = getattr(self.prior, "controlnet", None) is not None
         with self.step_progress() as progress:
             x = self.sampler(
                 prior,
-                self.measurement.operator,
+                operator,
                 repeat(y),
                 seeds,
                 control=repeat(control) if uses_cse else None,
@@ -114,8 +120,8 @@ class RestorationModule(LightningModule):
         if not keys:
             empty = images.new_empty(0, *images.shape[1:]).cpu()
             return Restoration([], empty, empty, empty, empty, [])
-        y = self.measure(images, keys)
-        control = self.measurement.lift(y)
+        y, measurement = self.measure(images, keys)
+        control = measurement.lift(y)
         counted = CountingPrior(self.prior)
         on_gpu = images.device.type == "cuda"
         if on_gpu:
@@ -128,7 +134,7 @@ class RestorationModule(LightningModule):
         seconds = time.perf_counter() - start
         recon = samples[0]
         with torch.no_grad():
-            residual = per_sample_norm(self.measurement.operator(recon) - y)
+            residual = per_sample_norm(measurement.operator(recon) - y)
         self.warn_if_inconsistent(residual, y)
         cost = {
             "seconds": seconds / len(keys),

@@ -117,15 +117,21 @@ class CSEModule(LightningModule):
             check_export_dir(self.export_path(), self.hparams.overwrite_export)
 
     def measure(self, images: Tensor, sample_ids: list[str], salt: str) -> Tensor:
-        return self.measurement(images, generators(sample_ids, f"{salt}:measurement:{self.hparams.seed}"))
+        """``y`` of each image, its noise (and operator randomness) seeded per sample id."""
+        seeds = [seed_from_key(s, f"{salt}:operator:{self.hparams.seed}") for s in sample_ids]
+        measurement = self.measurement.bind(seeds, images.shape)
+        return measurement(images, generators(sample_ids, f"{salt}:measurement:{self.hparams.seed}"))
 
     def loss(self, batch: Batch, salt: str) -> Tensor:
         """MSE of the ControlNet-augmented UNet to its target, every draw seeded per sample."""
         images, ids = batch["image"], batch["sample_id"]
         control = self.measurement.lift(self.measure(images, ids, salt))
         with torch.no_grad():
-            latent_draws = generators(ids, f"{salt}:latent") if self.hparams.sample_latents else None
-            x0 = self.prior.encode(images, latent_draws)
+            shape = self.prior.state_shape(images.shape)
+            noise = (
+                randn(generators(ids, f"{salt}:latent"), shape, like=images) if self.hparams.sample_latents else None
+            )
+            x0 = self.prior.encode(images, noise)
         return seeded_loss(self.prior, x0, ids, f"{salt}:{self.hparams.seed}", control)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:

@@ -35,7 +35,7 @@ if [ "${1:-all}" = all ]; then
   step "classifier" fit outputs/digits/train_classifier --config $digits/train_classifier.yaml
   install outputs/digits/train_classifier/classifier.safetensors checkpoints/digits/classifier.safetensors
 fi
-for op in sr4 inpaint gblur; do
+for op in sr4 inpaint gblur nlblur; do
   step "$op CSE (100 digits)" fit outputs/digits/$op/train_cse --config $digits/$op/task.yaml --config $digits/train_cse.yaml
   install outputs/digits/$op/train_cse/controlnet checkpoints/digits/${op}_cse
   step "$op reference CSE (all train digits)" fit outputs/digits/$op/train_cse+reference \

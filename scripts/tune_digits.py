@@ -26,9 +26,9 @@ from cse.images import eval_transform, save_png
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-TASKS = ["digits/sr4", "digits/inpaint", "digits/gblur"]
-METHODS = ["dps", "dsg", "dmap_full", "dmap_same"]
-NOT_STEP_SIZES = {"num_steps", "half_steps"}
+TASKS = ["digits/sr4", "digits/inpaint", "digits/gblur", "digits/nlblur"]
+METHODS = ["dps", "dsg", "dmap_full", "dmap_same", "psld", "freedom", "resample", "dps_ddim"]
+NOT_STEP_SIZES = {"num_steps", "half_steps", "psld_gamma"}
 TUNING_COUNT = 32  # the last 32 train digits in key order
 
 
@@ -106,8 +106,12 @@ def main() -> None:
         for task in args.tasks:
             data = yaml.safe_load((CONFIGS / task.split("/")[0] / "data.yaml").read_text())["init_args"]
             images = tuning_set(str(ROOT / data["train"]), scratch / task.replace("/", "-") / "images")
+            block = yaml.safe_load((CONFIGS / task / "task.yaml").read_text())["sampling"]
             for method in args.methods:
                 key = tuned_key(method)
+                if key not in block:  # e.g. PSLD on a nonlinear operator
+                    print(f"{task}: {method} does not apply (no {key} in its sampling block)", flush=True)
+                    continue
                 scores, values = {}, initial_grid(key)
                 while values:
                     value = values.pop(0)

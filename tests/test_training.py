@@ -138,9 +138,9 @@ def test_latents_are_drawn_from_the_vae_posterior_unless_configured_otherwise(ti
         seen = []
         encode = module.prior.encode
 
-        def spy(images, generators=None, seen=seen, encode=encode):
-            seen.append(generators)
-            return encode(images, generators)
+        def spy(images, noise=None, seen=seen, encode=encode):
+            seen.append(noise)
+            return encode(images, noise)
 
         module.prior.encode = spy
         module.loss(batch_of(["a", "b"]), "train:0")

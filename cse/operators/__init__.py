@@ -5,6 +5,7 @@ from cse.operators.blur import Convolution, GaussianBlur
 from cse.operators.linear import BoxInpainting, MatrixOperator, SuperResolution
 from cse.operators.measurement import Measurement
 from cse.operators.noise import GaussianNoise, Noise, PoissonNoise
+from cse.operators.nonlinear_blur import NonlinearBlur, SaturatedBlur
 
 __all__ = [
     "BoxInpainting",
@@ -15,7 +16,9 @@ __all__ = [
     "MatrixOperator",
     "Measurement",
     "Noise",
+    "NonlinearBlur",
     "Operator",
     "PoissonNoise",
+    "SaturatedBlur",
     "SuperResolution",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -13,6 +14,11 @@ class Operator(nn.Module, ABC):
     @abstractmethod
     def forward(self, x: Tensor) -> Tensor:
         """``A(x)``, sample by sample."""
+
+    def bind(self, seeds: Sequence[int], image_shape: Sequence[int]) -> Operator:
+        """This operator fixed for a batch of images (``seeds[i]`` for image i). Operators with
+        randomness per image (a nonlinear blur's kernel) draw it here; the others return themselves."""
+        return self
 
     def lift(self, y: Tensor) -> Tensor:
         """The control image of a measurement: ``y`` brought to the image's shape, on [-1, 1] (the

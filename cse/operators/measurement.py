@@ -31,6 +31,11 @@ class Measurement(nn.Module):
         """``y`` for images ``x`` ``[B, C, H, W]``; sample i's noise is drawn from ``generators[i]``."""
         return self.noise(self.operator(x), generators)
 
+    def bind(self, seeds: Sequence[int], image_shape: Sequence[int]) -> Measurement:
+        """The measurement with its operator fixed for these images (see ``Operator.bind``)."""
+        operator = self.operator.bind(seeds, image_shape)
+        return self if operator is self.operator else Measurement(operator, self.noise)
+
     def lift(self, y: Tensor) -> Tensor:
         """The control image of ``y``: image-shaped, on the [-1, 1] scale (see ``Operator.lift``)."""
         return self.operator.lift(y)

@@ -7,9 +7,17 @@ does not pay for importing diffusers.
 from cse.priors.base import Prior
 from cse.priors.counting import CountingPrior
 from cse.priors.gmm import GaussianMixturePrior
-from cse.priors.schedule import DiscreteSchedule
+from cse.priors.schedule import DiscreteSchedule, KarrasSchedule
 
-__all__ = ["CountingPrior", "DiffusersPrior", "DiscreteSchedule", "GaussianMixturePrior", "Prior", "build_controlnet"]
+__all__ = [
+    "CountingPrior",
+    "DiffusersPrior",
+    "DiscreteSchedule",
+    "GaussianMixturePrior",
+    "KarrasSchedule",
+    "Prior",
+    "build_controlnet",
+]
 
 
 def __getattr__(name: str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from cse.priors.schedule import DiscreteSchedule
@@ -37,8 +36,9 @@ class Prior(nn.Module, ABC):
         """Shape of one diffusion state for images of ``image_shape`` (``[..., H, W]``)."""
         return self.sample_shape
 
-    def encode(self, images: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
-        """Images to the prior's space: the mean, or with ``generators`` a per-sample posterior draw."""
+    def encode(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Images to the prior's space: the encoder's mean, or with standard-normal ``noise`` (shaped
+        like the result) a draw from its posterior. The identity for pixel priors."""
         return images
 
     def decode(self, latents: Tensor) -> Tensor:

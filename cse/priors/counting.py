@@ -40,8 +40,8 @@ class CountingPrior(Prior):
     def state_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
         return self.prior.state_shape(image_shape)
 
-    def encode(self, images: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
-        return self.prior.encode(images, generators)
+    def encode(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
+        return self.prior.encode(images, noise)
 
     def decode(self, latents: Tensor) -> Tensor:
         return self.prior.decode(latents)

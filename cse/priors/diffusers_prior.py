@@ -21,7 +21,6 @@ from torch import Tensor
 from cse.priors.base import Prior
 from cse.priors.loading import empty_prompt_embedding, load_or_explain, model_components, resolve_pretrained
 from cse.priors.schedule import DiscreteSchedule
-from cse.seeding import randn
 
 SD_CONDITIONING_CHANNELS = (16, 32, 96, 256)  # ControlNet's default, for a VAE that shrinks 8x
 
@@ -147,15 +146,13 @@ class DiffusersPrior(Prior):
             raise ValueError(f"image size {height}x{width} must be divisible by the VAE factor {f}")
         return (self.sample_shape[0], height // f, width // f)
 
-    def encode(self, images: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
-        """Scaled latents of images in [-1, 1]: the posterior mean, or with ``generators`` one draw
-        ``mean + std * n`` per sample (diffusers' ``latent_dist.sample()``, seeded per sample)."""
+    def encode(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Scaled latents of images on [-1, 1]: the posterior mean, or with standard-normal ``noise``
+        the draw ``mean + std * noise`` (diffusers' ``latent_dist.sample()`` with the caller's noise)."""
         if self.vae is None:
             return images
         posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
-        latents = posterior.mean
-        if generators is not None:
-            latents = latents + posterior.std * randn(generators, latents.shape[1:], like=latents)
+        latents = posterior.mean if noise is None else posterior.mean + posterior.std * noise.to(posterior.mean)
         return (latents * self.vae.config.scaling_factor).to(images.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:

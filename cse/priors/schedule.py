@@ -72,3 +72,25 @@ class DiscreteSchedule:
         low = high - 1
         frac = (sigma - grid[low]) / (grid[high] - grid[low])
         return low.to(torch.float64) + frac
+
+
+class KarrasSchedule:
+    """Karras et al. (2022, eq. 5) sigmas, ``(s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho``
+    for i = 0 .. N-1, then 0: an alternative to a prior's discrete schedule (the paper's toy example,
+    Appendix A.4: sigma_max = 4, rho = 7, 100 steps)."""
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> None:
+        if not 0 < sigma_min < sigma_max or rho <= 0:
+            raise ValueError(f"need 0 < sigma_min < sigma_max and rho > 0, got {sigma_min}, {sigma_max}, {rho}")
+        self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, rho
+
+    def __repr__(self) -> str:
+        return f"KarrasSchedule(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, rho={self.rho})"
+
+    def sigmas(self, num_steps: int) -> Tensor:
+        """``[num_steps + 1]`` decreasing sigmas ending in 0 (float64, CPU)."""
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64)
+        low, high = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
+        return torch.cat([(high + ramp * (low - high)) ** self.rho, torch.zeros(1, dtype=torch.float64)])

@@ -1,11 +1,18 @@
-"""Samplers: ``sampler(prior, operator, y, seeds, control=None) -> x0`` (DESIGN §3)."""
+"""Samplers: ``sampler(prior, operator, y, seeds, control=None) -> x0`` (DESIGN §3).
+
+``SAMPLERS`` lists every sampler class; the property tests run over it, so a sampler added here
+is covered without editing any test.
+"""
 
 from cse.samplers.ancestral import Ancestral
 from cse.samplers.common import Sampler
 from cse.samplers.dmap import DMAP
 from cse.samplers.dps import DPS
 from cse.samplers.dsg import DSG
+from cse.samplers.freedom import FreeDoM
+from cse.samplers.psld import PSLD
+from cse.samplers.resample import ReSample
 
-SAMPLERS: tuple[type[Sampler], ...] = (Ancestral, DPS, DSG, DMAP)
+SAMPLERS: tuple[type[Sampler], ...] = (Ancestral, DPS, DSG, DMAP, PSLD, FreeDoM, ReSample)
 
-__all__ = ["DMAP", "DPS", "DSG", "SAMPLERS", "Ancestral", "Sampler"]
+__all__ = ["DMAP", "DPS", "DSG", "PSLD", "SAMPLERS", "Ancestral", "FreeDoM", "ReSample", "Sampler"]

@@ -1,5 +1,11 @@
 """Pieces every sampler shares: the ancestral step, measurement guidance, spherical projection,
-and the loop that turns a per-step update into ``sampler(prior, operator, y, seeds) -> x0``."""
+and the loop that turns a per-step update into ``sampler(prior, operator, y, seeds) -> x0``.
+
+The solver and the schedule are choices of every sampler, not copies of each method: ``eta``
+interpolates between the ancestral (DDPM, ``eta = 1``, the paper's reference runs) and the DDIM
+probability-flow step (``eta = 0``, the paper's Table 9); ``schedule`` replaces the prior's own
+discrete sigmas (e.g. a ``KarrasSchedule``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -39,13 +46,17 @@ def batch_view(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(-1, *[1] * (like.ndim - 1))
 
 
-def ancestral_step(u: Tensor, x0_hat: Tensor, sigma: float, sigma_next: float) -> tuple[Tensor, float]:
-    """Mean and std of the Euler-ancestral (eta = 1) transition ``sigma -> sigma_next``.
+def ancestral_step(
+    u: Tensor, x0_hat: Tensor, sigma: float, sigma_next: float, eta: float = 1.0
+) -> tuple[Tensor, float]:
+    """Mean and std of the Euler-ancestral transition ``sigma -> sigma_next`` (k-diffusion's
+    ``get_ancestral_step``).
 
-    In VE form this is DDPM's posterior ``q(u_next | u, x0_hat)``: ``sigma_up^2 =
-    sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2`` and ``sigma_down = sigma_next^2 / sigma``.
+    With ``eta = 1`` this is, in VE form, DDPM's posterior ``q(u_next | u, x0_hat)``:
+    ``sigma_up^2 = sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2``, ``sigma_down = sigma_next^2 / sigma``;
+    with ``eta = 0`` it is DDIM's deterministic step ``x0_hat + (sigma_next / sigma)(u - x0_hat)``.
     """
-    sigma_up = min(sigma_next, (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5)
+    sigma_up = min(sigma_next, eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5)
     sigma_down = (sigma_next**2 - sigma_up**2) ** 0.5
     mu = x0_hat + (sigma_down / sigma) * (u - x0_hat)
     return mu, sigma_up
@@ -95,22 +106,42 @@ def state_template(prior: Prior, y: Tensor | None) -> Tensor:
 
 @dataclass
 class SamplingContext:
-    """What a step sees: the denoiser (control bound), the residual (None when unguided), noise."""
+    """What a step sees: the denoiser (control bound), the residual (None when unguided), fresh
+    per-sample noise, and the problem itself for methods with losses of their own."""
 
     denoise: Denoiser
     residual: Residual | None
     noise: Callable[[], Tensor]
+    prior: Prior
+    operator: Operator | None
+    y: Tensor | None
+    eta: float = 1.0
+    index: int = 0  # of the current step, 0 = the noisiest
+    num_steps: int = 1
+
+
+class Schedule(Protocol):
+    def sigmas(self, num_steps: int) -> Tensor:
+        """``[num_steps + 1]`` decreasing sigmas ending in 0."""
 
 
 class Sampler(ABC):
-    """``sampler(prior, operator, y, seeds) -> x0`` in image space; subclasses define one step."""
+    """``sampler(prior, operator, y, seeds) -> x0`` in image space; subclasses define one step.
+
+    Args (shared by every sampler):
+        num_steps: diffusion steps.
+        eta: 1 = ancestral (DDPM) steps, 0 = DDIM (probability flow), between: a mix.
+        schedule: sigmas to step through (default: the prior's own discrete schedule).
+    """
 
     guided: bool = True
 
-    def __init__(self, num_steps: int) -> None:
+    def __init__(self, num_steps: int, eta: float = 1.0, schedule: Schedule | None = None) -> None:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        self.num_steps = num_steps
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        self.num_steps, self.eta, self.schedule = num_steps, eta, schedule
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{name}={value!r}" for name, value in vars(self).items())
@@ -119,6 +150,11 @@ class Sampler(ABC):
     @abstractmethod
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
         """One transition ``sigma -> sigma_next``: the next state and what to report."""
+
+    def validate(self, prior: Prior, operator: Operator | None, y: Tensor | None) -> None:
+        """Refuse a problem this sampler cannot solve, before any step."""
+        if self.guided and (operator is None or y is None):
+            raise ValueError(f"{type(self).__name__} needs an operator and a measurement y")
 
     def __call__(
         self,
@@ -135,18 +171,23 @@ class Sampler(ABC):
         ``control`` is the CSE conditioning (``operator.lift(y)``) for a prior with a ControlNet;
         ``shape`` overrides ``prior.sample_shape``; ``callback`` receives a dict per step.
         """
-        if self.guided and (operator is None or y is None):
-            raise ValueError(f"{type(self).__name__} needs an operator and a measurement y")
+        self.validate(prior, operator, y)
         if y is not None and y.shape[0] != len(seeds):
             raise ValueError(f"need one seed per measurement: {len(seeds)} seeds for {y.shape[0]}")
         ctx = SamplingContext(
             denoise=lambda u, sigma: prior.denoise(u, sigma, control),
             residual=measurement_residual(prior, operator, y) if self.guided else None,
             noise=PerSampleNoise(seeds, shape or prior.sample_shape, like=state_template(prior, y)),
+            prior=prior,
+            operator=operator,
+            y=y,
+            eta=self.eta,
+            num_steps=self.num_steps,
         )
-        sigmas = prior.schedule.sigmas(self.num_steps).tolist()
+        sigmas = (self.schedule or prior.schedule).sigmas(self.num_steps).tolist()
         u = sigmas[0] * ctx.noise()
         for index, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+            ctx.index = index
             u, report = self.step(u, sigma, sigma_next, ctx)
             if callback is not None:
                 callback({"step": index, "sigma": sigma, "sigma_next": sigma_next, "u": u, **report})

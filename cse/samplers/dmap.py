@@ -10,6 +10,7 @@ from cse.samplers.common import (
     Residual,
     Sampler,
     SamplingContext,
+    Schedule,
     ancestral_step,
     check_step_size,
     measurement_grad,
@@ -27,6 +28,7 @@ def dmap(
     noise: Tensor,
     zeta: float,
     ascent_steps: int,
+    eta: float = 1.0,
 ) -> tuple[Tensor, dict]:
     """Maximise ``p(y | u_next)`` over the sphere where ``p(u_next | u)`` concentrates.
 
@@ -35,7 +37,7 @@ def dmap(
     """
     with torch.no_grad():
         x0_hat = denoise(u, sigma)
-    mu, sigma_up = ancestral_step(u, x0_hat, sigma, sigma_next)
+    mu, sigma_up = ancestral_step(u, x0_hat, sigma, sigma_next, eta)
     radius = sphere_radius(sigma_up, u)
     report = {"x0_hat": x0_hat, "mu": mu, "radius": radius, "candidates": []}
     if radius == 0:  # the last step lands on x0_hat: nothing left to maximise over
@@ -55,11 +57,20 @@ class DMAP(Sampler):
     twice ``zeta``: as many gradient evaluations as DPS.
     """
 
-    def __init__(self, zeta: float = 1.0, num_steps: int = 500, ascent_steps: int = 3) -> None:
-        super().__init__(num_steps)
+    def __init__(
+        self,
+        zeta: float = 1.0,
+        num_steps: int = 500,
+        ascent_steps: int = 3,
+        eta: float = 1.0,
+        schedule: Schedule | None = None,
+    ) -> None:
+        super().__init__(num_steps, eta, schedule)
         if ascent_steps < 1:
             raise ValueError(f"ascent_steps must be >= 1, got {ascent_steps}")
+        if eta == 0:
+            raise ValueError("DMAP maximises over the sphere of the stochastic step; eta = 0 (DDIM) has none")
         self.zeta, self.ascent_steps = check_step_size("zeta", zeta), ascent_steps
 
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
-        return dmap(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.zeta, self.ascent_steps)
+        return dmap(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.zeta, self.ascent_steps, ctx.eta)

@@ -9,6 +9,7 @@ from cse.samplers.common import (
     Residual,
     Sampler,
     SamplingContext,
+    Schedule,
     ancestral_step,
     check_step_size,
     measurement_grad,
@@ -16,20 +17,32 @@ from cse.samplers.common import (
 
 
 def dps(
-    u: Tensor, sigma: float, sigma_next: float, denoise: Denoiser, residual: Residual, noise: Tensor, zeta: float
+    u: Tensor,
+    sigma: float,
+    sigma_next: float,
+    denoise: Denoiser,
+    residual: Residual,
+    noise: Tensor,
+    zeta: float,
+    eta: float = 1.0,
 ) -> tuple[Tensor, dict]:
     """``u_next = mu + sigma_up n - zeta grad_u ||A(D(u)) - y||`` (the paper's eq. 4 step)."""
     grad, x0_hat, res = measurement_grad(u, sigma, denoise, residual)
-    mu, sigma_up = ancestral_step(u, x0_hat, sigma, sigma_next)
+    mu, sigma_up = ancestral_step(u, x0_hat, sigma, sigma_next, eta)
     return mu + sigma_up * noise - zeta * grad, {"x0_hat": x0_hat, "residual": res}
 
 
 class DPS(Sampler):
-    """DPS with step size ``zeta`` on the non-squared residual (4.8 for SRx8, 0.6 for blur on SD2)."""
+    """DPS with step size ``zeta`` on the non-squared residual (4.8 for SRx8, 0.6 for blur on SD2).
 
-    def __init__(self, zeta: float = 1.0, num_steps: int = 500) -> None:
-        super().__init__(num_steps)
+    ``eta = 0`` is DPS on the DDIM solver (the paper's Table 9).
+    """
+
+    def __init__(
+        self, zeta: float = 1.0, num_steps: int = 500, eta: float = 1.0, schedule: Schedule | None = None
+    ) -> None:
+        super().__init__(num_steps, eta, schedule)
         self.zeta = check_step_size("zeta", zeta)
 
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
-        return dps(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.zeta)
+        return dps(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.zeta, ctx.eta)

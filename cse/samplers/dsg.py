@@ -9,6 +9,7 @@ from cse.samplers.common import (
     Residual,
     Sampler,
     SamplingContext,
+    Schedule,
     ancestral_step,
     batch_view,
     measurement_grad,
@@ -25,11 +26,12 @@ def dsg(
     residual: Residual,
     noise: Tensor,
     guidance_rate: float,
+    eta: float = 1.0,
 ) -> tuple[Tensor, dict]:
     """Mix the random step with the steepest descent direction and step to the sphere of radius
     ``sqrt(n) sigma_up`` around the unguided mean: ``d = d_sample + g (d* - d_sample)``."""
     grad, x0_hat, res = measurement_grad(u, sigma, denoise, residual)
-    mu, sigma_up = ancestral_step(u, x0_hat, sigma, sigma_next)
+    mu, sigma_up = ancestral_step(u, x0_hat, sigma, sigma_next, eta)
     radius = sphere_radius(sigma_up, u)
     if radius == 0:
         return mu, {"x0_hat": x0_hat, "residual": res, "mu": mu, "radius": radius}
@@ -43,11 +45,15 @@ def dsg(
 class DSG(Sampler):
     """DSG with ``guidance_rate`` g in [0, 1] (the paper uses 0.08 on SD2)."""
 
-    def __init__(self, guidance_rate: float = 0.08, num_steps: int = 500) -> None:
-        super().__init__(num_steps)
+    def __init__(
+        self, guidance_rate: float = 0.08, num_steps: int = 500, eta: float = 1.0, schedule: Schedule | None = None
+    ) -> None:
+        super().__init__(num_steps, eta, schedule)
         if not 0 <= guidance_rate <= 1:
             raise ValueError(f"guidance_rate must lie in [0, 1], got {guidance_rate}")
+        if eta == 0:
+            raise ValueError("DSG steps onto the sphere of the stochastic step; eta = 0 (DDIM) has none")
         self.guidance_rate = guidance_rate
 
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
-        return dsg(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.guidance_rate)
+        return dsg(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.guidance_rate, ctx.eta)

@@ -13,7 +13,9 @@ from cse.operators import (
     GaussianNoise,
     MatrixOperator,
     Measurement,
+    NonlinearBlur,
     PoissonNoise,
+    SaturatedBlur,
     SuperResolution,
 )
 from cse.operators.blur import gaussian_kernel
@@ -219,3 +221,60 @@ def test_a_measurement_is_noise_of_the_operator_and_lifts_through_it():
 def test_a_negative_or_nan_noise_level_is_rejected(bad):
     with pytest.raises(ValueError, match="noise std"):
         GaussianNoise(bad)
+
+
+# -- nonlinear blurs: one kernel per image, drawn from its seed ----------------------------------
+
+NONLINEAR = [
+    pytest.param(
+        lambda: NonlinearBlur(random_weights=True, width=8, front_blocks=1, back_blocks=1), 128, id="bkse-tiny"
+    ),
+    pytest.param(lambda: SaturatedBlur(), 16, id="saturated"),
+]
+
+
+@pytest.mark.parametrize("make, size", NONLINEAR)
+def test_nonlinear_blurs_fix_one_kernel_per_image(make, size):
+    A = make()
+    x = torch.rand(3, 3, size, size) * 2 - 1
+    with pytest.raises(ValueError, match="bind"):
+        A(x)
+    bound = A.bind([5, 6, 7], x.shape)
+    y = bound(x)
+    assert y.shape == x.shape and y.abs().max() <= 1 and bound.lift(y).shape == x.shape
+    torch.testing.assert_close(A.bind([5, 6, 7], x.shape)(x), y)  # the same seeds, the same kernels
+    torch.testing.assert_close(A.bind([6], x.shape)(x[1:2]), y[1:2])  # a sample's blur is its own
+    assert not torch.allclose(A.bind([5, 9, 7], x.shape)(x)[1], y[1])
+    torch.testing.assert_close(bound(x), y)  # the bound operator keeps its kernels between calls
+    assert not torch.allclose(bound(0.5 * x), 0.5 * y, atol=1e-3)  # not linear
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(bound(xg).square().sum(), xg)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="bound to 3 images"):
+        bound(x[:2])
+
+
+def test_a_measurement_binds_its_operator_per_image():
+    measurement = Measurement(SaturatedBlur(), GaussianNoise(0.0))
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    bound = measurement.bind([1, 2], x.shape)
+    torch.testing.assert_close(bound(x, generators_from_seeds([0, 0])), bound.operator(x))
+    assert Measurement(SuperResolution(2)).bind([1, 2], x.shape).operator.factor == 2  # deterministic: itself
+
+
+def test_the_blur_kernel_network_loads_published_weights_by_name(tmp_path):
+    from cse.operators.nonlinear_blur import KernelWizard, load_kernel_wizard
+
+    with pytest.raises(FileNotFoundError, match=r"GOPRO_wVAE.pth.*blur-kernel-space-exploring"):
+        NonlinearBlur(weights=str(tmp_path / "GOPRO_wVAE.pth"))
+    state = KernelWizard().state_dict()
+    assert sum(v.numel() for v in state.values()) == 23_662_531  # the published network without its encoder half
+    assert {"feature_extractor.6.conv1.weight", "adapter.model.up.1.bias", "recon_trunk.28.weight"} <= set(state)
+    published = {**state, "kernel_extractor.model.1.weight": torch.zeros(64, 128, 7, 7)}  # the half not used here
+    torch.save(published, tmp_path / "GOPRO_wVAE.pth")
+    loaded = load_kernel_wizard(str(tmp_path / "GOPRO_wVAE.pth"))
+    torch.testing.assert_close(loaded.state_dict()["adapter.model.up.1.weight"], state["adapter.model.up.1.weight"])
+    del published["recon_trunk.28.weight"]
+    torch.save(published, tmp_path / "broken.pth")
+    with pytest.raises(RuntimeError, match="recon_trunk.28.weight"):
+        load_kernel_wizard(str(tmp_path / "broken.pth"))

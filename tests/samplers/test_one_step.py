@@ -109,3 +109,141 @@ def test_dsg_step(setting, sigma, sigma_next, rate):
 
 def residual(prior, A, y):
     return lambda x0: torch.linalg.vector_norm(A(prior.decode(x0)) - y, dim=1)
+
+
+# -- the baselines and the solver/schedule choices ------------------------------------------------
+
+
+class Stream:
+    """A context's noise: the given tensors, in order."""
+
+    def __init__(self, *draws):
+        self.draws = list(draws)
+
+    def __call__(self):
+        return self.draws.pop(0)
+
+
+def context(prior, A, y, noise, index=0, num_steps=500, eta=1.0):
+    from cse.samplers.common import SamplingContext
+
+    return SamplingContext(
+        denoise=lambda v, s: prior.denoise(v, s),
+        residual=residual(prior, A, y),
+        noise=noise,
+        prior=prior,
+        operator=A,
+        y=y,
+        eta=eta,
+        index=index,
+        num_steps=num_steps,
+    )
+
+
+@pytest.mark.parametrize("sigma, sigma_next", STEPS)
+def test_psld_step(setting, sigma, sigma_next):
+    """Rout et al., eq. 35: the DPS step on ||A D(z0) - y|| + gamma ||z0 - E(A^T y + D(z0) - A^T A D(z0))||,
+    the gradient taken at u_t through the Tweedie estimate at sigma_t (E = D = identity here)."""
+    from cse.samplers import PSLD
+
+    prior, A, y, g = setting
+    zeta, gamma = 0.7, 0.3
+    u, z = sigma * torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    unused = torch.randn(3, 8, generator=g)  # the encoder's draw (a pixel prior's encoder ignores it)
+    ours, _ = PSLD(zeta, gamma).step(u, sigma, sigma_next, context(prior, A, y, Stream(unused, z)))
+    for i in range(3):
+        v = u[i].clone().requires_grad_(True)
+        x0 = prior.denoise(v[None], sigma)[0]
+        glued = A.A.T @ y[i] + x0 - A.A.T @ (A.A @ x0)
+        loss = torch.linalg.vector_norm(A.A @ x0 - y[i]) + gamma * torch.linalg.vector_norm(x0 - glued)
+        loss.backward()
+        expected = euler_ancestral(u[i], x0.detach(), sigma, sigma_next, z[i])[0] - zeta * v.grad
+        torch.testing.assert_close(ours[i], expected, rtol=1e-10, atol=1e-10)
+
+
+def test_freedom_step_travels_back_in_time_inside_its_window(setting):
+    """Yu et al. / the paper's eq. 36: inside the window, u' = DPS(u); u'' = u' + sqrt(s^2 - s'^2) n;
+    the step returns DPS(u''); outside the window it is one DPS step."""
+    from cse.samplers import FreeDoM
+
+    prior, A, y, g = setting
+    sigma, sigma_next, zeta = 2.0, 1.2, 0.7
+    u = sigma * torch.randn(3, 8, generator=g)
+    z1, back, z2 = (torch.randn(3, 8, generator=g) for _ in range(3))
+    sampler = FreeDoM(zeta, num_steps=500, repeats=2, travel=(0.05, 0.1))
+    assert [sampler.travels(i) for i in (24, 25, 50, 51)] == [False, True, True, False]
+    ours, report = sampler.step(u, sigma, sigma_next, context(prior, A, y, Stream(z1, back, z2), index=30))
+    denoise, res = (lambda v, s: prior.denoise(v, s)), residual(prior, A, y)
+    first, _ = dps(u, sigma, sigma_next, denoise, res, z1, zeta)
+    renoised = first + (sigma**2 - sigma_next**2) ** 0.5 * back
+    expected, _ = dps(renoised, sigma, sigma_next, denoise, res, z2, zeta)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+    assert report["passes"] == 2
+    outside, _ = sampler.step(u, sigma, sigma_next, context(prior, A, y, Stream(z1), index=60))
+    torch.testing.assert_close(outside, first, rtol=0, atol=0)
+
+
+def test_resample_resampling_is_the_papers_vp_formula_in_ve_form():
+    """Eqs. 38-39 in VP form with abar = 1 / (1 + sigma^2): gamma = 40 (1 - ab') / (1 - ab) (1 - ab / ab'),
+    z ~ N((gamma sqrt(ab') z0 + (1 - ab') z') / (gamma + 1 - ab'), gamma (1 - ab') / (gamma + 1 - ab')),
+    with z' = sqrt(ab') u' the DPS step; back to VE, u = z / sqrt(ab')."""
+    from cse.samplers.resample import stochastic_resample
+
+    g = torch.Generator().manual_seed(2)
+    z0, u_next, n = (torch.randn(2, 8, generator=g) for _ in range(3))
+    for sigma, sigma_next in [(8.0, 5.0), (0.9, 0.4)]:
+        ab, ab_prev = 1 / (1 + sigma**2), 1 / (1 + sigma_next**2)
+        gamma = 40 * (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)
+        z_prime = ab_prev**0.5 * u_next
+        mean = (gamma * ab_prev**0.5 * z0 + (1 - ab_prev) * z_prime) / (gamma + 1 - ab_prev)
+        z = mean + (gamma * (1 - ab_prev) / (gamma + 1 - ab_prev)) ** 0.5 * n
+        torch.testing.assert_close(stochastic_resample(z0, u_next, sigma, sigma_next, n), z / ab_prev**0.5)
+
+
+def test_resample_step_optimises_the_tweedie_estimate_then_resamples(setting):
+    """At a consistency step: the DPS step, then z0 = argmin ||A z - y||^2 from the Tweedie estimate
+    of u_t (here, a linear problem the optimiser solves), then the resampling of eqs. 38-39."""
+    from cse.samplers import ReSample
+    from cse.samplers.resample import consistent_estimate, stochastic_resample
+
+    prior, A, y, g = setting
+    sigma, sigma_next, zeta = 2.0, 1.2, 0.7
+    u = sigma * torch.randn(3, 8, generator=g)
+    z1, n = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    sampler = ReSample(zeta, num_steps=500, lr=0.05, max_iters=300)
+    assert [sampler.consistency_step(i) for i in (0, 50, 75, 100, 150)] == [False, True, False, True, False]
+    ours, report = sampler.step(u, sigma, sigma_next, context(prior, A, y, Stream(z1, n), index=50))
+    u_dps, dps_report = dps(u, sigma, sigma_next, lambda v, s: prior.denoise(v, s), residual(prior, A, y), z1, zeta)
+    z0 = consistent_estimate(prior, A, y, dps_report["x0_hat"], lr=0.05, max_iters=300)
+    torch.testing.assert_close(report["consistent_x0"], z0, rtol=0, atol=0)
+    fit, start = (A(z0) - y).square().mean(1), (A(dps_report["x0_hat"]) - y).square().mean(1)
+    assert (fit < 0.01 * start).all()  # the hard data consistency holds
+    torch.testing.assert_close(ours, stochastic_resample(z0, u_dps, sigma, sigma_next, n), rtol=0, atol=0)
+
+
+def test_ddim_step_is_the_vp_ddim_update():
+    """eta = 0: x_prev = sqrt(ab') x0 + sqrt(1 - ab') eps_hat with eps_hat = (x_t - sqrt(ab) x0) / sqrt(1 - ab)
+    (Song et al. 2021, eq. 12, sigma_t = 0), in VE form u = x / sqrt(ab)."""
+    from cse.samplers.common import ancestral_step
+
+    g = torch.Generator().manual_seed(3)
+    u, x0 = 3 * torch.randn(2, 8, generator=g), torch.randn(2, 8, generator=g)
+    sigma, sigma_next = 3.0, 1.5
+    ab, ab_prev = 1 / (1 + sigma**2), 1 / (1 + sigma_next**2)
+    x_t = ab**0.5 * u
+    eps = (x_t - ab**0.5 * x0) / (1 - ab) ** 0.5
+    x_prev = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
+    mean, sigma_up = ancestral_step(u, x0, sigma, sigma_next, eta=0.0)
+    assert sigma_up == 0
+    torch.testing.assert_close(mean, x_prev / ab_prev**0.5)
+
+
+def test_karras_sigmas():
+    """Karras et al. 2022, eq. 5: (s_max^(1/rho) + i / (N - 1) (s_min^(1/rho) - s_max^(1/rho)))^rho, then 0."""
+    from cse.priors import KarrasSchedule
+
+    sigmas = KarrasSchedule(sigma_min=0.002, sigma_max=4.0, rho=7.0).sigmas(100)
+    i = torch.arange(100, dtype=torch.float64)
+    expected = (4.0 ** (1 / 7) + i / 99 * (0.002 ** (1 / 7) - 4.0 ** (1 / 7))) ** 7
+    torch.testing.assert_close(sigmas[:-1], expected)
+    assert sigmas[-1] == 0 and sigmas[0] == pytest.approx(4.0) and (sigmas[1:] < sigmas[:-1]).all()
