@@ -64,5 +64,8 @@ class DigitsFeatures(nn.Module):
         self.classifier.requires_grad_(False).eval()
 
     def forward(self, images: Tensor) -> Tensor:
+        """Images of any size are brought to the classifier's 16 px by area averaging first."""
         x = images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
+        if x.shape[-2:] != (16, 16):
+            x = F.interpolate(x, size=(16, 16), mode="area")
         return F.normalize(self.classifier.body(x), dim=1) * self.num_features**0.5

@@ -8,6 +8,7 @@ of images and per-image statistics. Writing is the job of a callback
 
 from __future__ import annotations
 
+import gc
 import time
 from contextlib import contextmanager
 
@@ -112,9 +113,49 @@ class RestorationModule(LightningModule):
         # Lightning predicts under inference_mode; guidance needs autograd, so step out of it
         # and copy the batch out of inference tensors.
         with torch.inference_mode(False):
-            restoration = self.restore_batch(batch["key"], batch["image"].clone())
+            try:
+                restoration = self.restore_batch(batch["key"], batch["image"].clone())
+            except torch.cuda.OutOfMemoryError:
+                restoration = None  # leave the handler first: its traceback holds the failed batch's memory
+            if restoration is None:
+                raise torch.cuda.OutOfMemoryError(self.memory_advice(batch["image"]))
         restoration.skipped = list(batch["skipped"])
         return restoration
+
+    def memory_advice(self, images: Tensor) -> str:
+        """After running out of CUDA memory: measure one sampler step on one image and say which
+        batch size fits."""
+        device, k = images.device, self.samples_per_image
+        gc.collect()
+        torch.cuda.empty_cache()
+        total, weights = torch.cuda.get_device_properties(device).total_memory, torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        asked = f"CUDA ran out of memory restoring a batch of {len(images)} image(s) x {k} sample(s)"
+        try:
+            self.probe_step(images[:1])
+        except torch.cuda.OutOfMemoryError:
+            return (
+                f"{asked}, and one image does not fit either: try torch_dtype bfloat16 and "
+                "gradient_checkpointing=true on the prior (--model.init_args.prior.init_args...)"
+            )
+        per_image = max(1, torch.cuda.max_memory_allocated(device) - weights)
+        fits = int((0.9 * total - weights) // (per_image * k))
+        return (
+            f"{asked}: one image takes about {per_image / 2**20:.0f} MiB beyond the {weights / 2**20:.0f} MiB "
+            f"of weights on this {total / 2**30:.0f} GiB device, so --data.init_args.batch_size={max(1, fits)} fits"
+        )
+
+    def probe_step(self, image: Tensor) -> None:
+        """One sampler step, at the middle of the trajectory, for one image (its memory peak)."""
+        y, measurement = self.measure(image, ["probe"])
+        control = measurement.lift(y) if getattr(self.prior, "controlnet", None) is not None else None
+        ctx = self.sampler.context(
+            self.prior, measurement.operator, y, [0], control, self.prior.state_shape(image.shape)
+        )
+        sigmas = self.sampler.sigmas(self.prior)
+        middle = len(sigmas) // 2
+        ctx.index = middle
+        self.sampler.step(sigmas[middle] * ctx.noise(), sigmas[middle], sigmas[middle + 1], ctx)
 
     def restore_batch(self, keys: list[str], images: Tensor) -> Restoration:
         if not keys:

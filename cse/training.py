@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
@@ -25,6 +25,7 @@ from cse.features import DigitsClassifier
 from cse.images import labelled_grid
 from cse.metrics import psnr
 from cse.operators import Measurement
+from cse.paths import project_path, where
 from cse.priors.diffusers_prior import DiffusersPrior, save_pipeline_folder, sd_scheduler
 from cse.priors.schedule import DiscreteSchedule
 from cse.samplers import Ancestral
@@ -178,17 +179,30 @@ class CSEModule(LightningModule):
         self.controlnet.save_pretrained(self.export_path())
 
 
+def load_vae(path: str) -> AutoencoderKL:
+    """A trained ``AutoencoderKL`` folder (e.g. exported by :class:`AutoencoderModule`)."""
+    folder = project_path(path)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"no AutoencoderKL folder at {where(path)}; train one with an AutoencoderModule config")
+    return AutoencoderKL.from_pretrained(folder).requires_grad_(False).eval()
+
+
 class PriorModule(LightningModule):
-    """Train a pixel-space diffusion prior from scratch: any diffusers ``UNet2DConditionModel``
-    (given in the config), SD2's schedule and the prior's own loss, an exponential moving average of
-    the weights, exported as a diffusers folder that ``DiffusersPrior.from_pretrained`` loads.
+    """Train a diffusion prior from scratch: any diffusers ``UNet2DConditionModel`` (given in the
+    config), in pixel space or, with ``vae``, on the latents of a trained ``AutoencoderKL`` (a
+    posterior draw per image, as diffusers trains SD); SD2's schedule and the prior's own loss; an
+    exponential moving average of the weights, exported as a diffusers folder that
+    ``DiffusersPrior.from_pretrained`` loads.
 
     The UNet sees the empty prompt as one zero token of its ``cross_attention_dim``.
+    Args:
+        vae: folder of a trained, frozen ``AutoencoderKL`` (None: a pixel-space prior).
     """
 
     def __init__(
         self,
         unet: UNet2DConditionModel,
+        vae: str | None = None,
         learning_rate: float = 3e-4,
         ema_decay: float = 0.999,
         export_dir: str | None = None,
@@ -199,9 +213,16 @@ class PriorModule(LightningModule):
         self.save_hyperparameters(ignore=["unet"])
         self.scheduler = sd_scheduler()
         prompt = torch.zeros(1, 1, unet.config.cross_attention_dim)
-        self.prior = DiffusersPrior(unet, DiscreteSchedule(self.scheduler.alphas_cumprod), prompt)
+        autoencoder = load_vae(vae) if vae else None
+        self.prior = DiffusersPrior(unet, DiscreteSchedule(self.scheduler.alphas_cumprod), prompt, vae=autoencoder)
         unet.requires_grad_(True).train()
         self.ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+
+    def train(self, mode: bool = True) -> PriorModule:
+        super().train(mode)
+        if self.prior.vae is not None:
+            self.prior.vae.eval()
+        return self
 
     def export_path(self) -> Path:
         given = self.hparams.export_dir
@@ -211,10 +232,20 @@ class PriorModule(LightningModule):
         if stage == "fit":
             check_export_dir(self.export_path(), self.hparams.overwrite_export)
 
+    def x0(self, prior: DiffusersPrior, batch: Batch, salt: str) -> Tensor:
+        """The images, or for a latent prior a posterior draw of their latents, seeded per sample."""
+        images = batch["image"]
+        if prior.vae is None:
+            return images
+        noise = randn(generators(batch["sample_id"], f"{salt}:latent"), prior.state_shape(images.shape), like=images)
+        with torch.no_grad():
+            return prior.encode(images, noise)
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         if not batch["key"]:
             return None
-        loss = seeded_loss(self.prior, batch["image"], batch["sample_id"], f"prior:{self.current_epoch}")
+        salt = f"prior:{self.current_epoch}"
+        loss = seeded_loss(self.prior, self.x0(self.prior, batch, salt), batch["sample_id"], salt)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["key"]))
         return loss
 
@@ -222,10 +253,13 @@ class PriorModule(LightningModule):
         self.ema.update_parameters(self.prior.unet)
 
     def ema_prior(self) -> DiffusersPrior:
-        return DiffusersPrior(self.ema.module, self.prior.schedule, self.prior.prompt_embeds)
+        return DiffusersPrior(self.ema.module, self.prior.schedule, self.prior.prompt_embeds, vae=self.prior.vae)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        loss = seeded_loss(self.ema_prior(), batch["image"], batch["sample_id"], "val")
+        if not batch["key"]:
+            return
+        prior = self.ema_prior()
+        loss = seeded_loss(prior, self.x0(prior, batch, "val"), batch["sample_id"], "val")
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["key"]))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -233,7 +267,95 @@ class PriorModule(LightningModule):
 
     @rank_zero_only
     def on_train_end(self) -> None:
-        save_pipeline_folder(self.export_path(), self.ema.module, self.scheduler)
+        save_pipeline_folder(self.export_path(), self.ema.module, self.scheduler, self.prior.vae)
+
+
+class AutoencoderModule(LightningModule):
+    """Train a diffusers ``AutoencoderKL`` for a latent prior: reconstruction MSE plus ``kl_weight``
+    times the KL divergence of its posterior to N(0, I), the decoder seeing a posterior draw seeded
+    per sample. At the end its ``scaling_factor`` is set to 1 / std of the latents of the training
+    images (as SD's 0.18215 was chosen), so that the prior's latents have unit variance, and it is
+    exported with ``save_pretrained``.
+
+    Args (the architecture, as ``AutoencoderKL``'s; images shrink by 2 per level after the first):
+        block_out_channels, latent_channels, layers_per_block, norm_num_groups, sample_size.
+    """
+
+    def __init__(
+        self,
+        block_out_channels: tuple[int, ...] = (32, 64, 64),
+        latent_channels: int = 4,
+        layers_per_block: int = 1,
+        norm_num_groups: int = 16,
+        sample_size: int = 32,
+        learning_rate: float = 1e-3,
+        kl_weight: float = 1e-6,
+        export_dir: str | None = None,
+        overwrite_export: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        levels = len(block_out_channels)
+        self.vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=latent_channels,
+            block_out_channels=tuple(block_out_channels),
+            down_block_types=("DownEncoderBlock2D",) * levels,
+            up_block_types=("UpDecoderBlock2D",) * levels,
+            layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups,
+            sample_size=sample_size,
+        )
+
+    def export_path(self) -> Path:
+        given = self.hparams.export_dir
+        return Path(given) if given else Path(self.trainer.default_root_dir) / "vae"
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            check_export_dir(self.export_path(), self.hparams.overwrite_export)
+
+    def reconstruct(self, batch: Batch, salt: str) -> tuple[Tensor, Tensor]:
+        posterior = self.vae.encode(batch["image"]).latent_dist
+        noise = randn(generators(batch["sample_id"], f"{salt}:latent"), posterior.mean.shape[1:], like=posterior.mean)
+        recon = self.vae.decode(posterior.mean + posterior.std * noise).sample
+        return recon, posterior.kl().mean()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        if not batch["key"]:
+            return None
+        recon, kl = self.reconstruct(batch, f"vae:{self.current_epoch}")
+        mse = F.mse_loss(recon, batch["image"])
+        self.log_dict({"train/mse": mse, "train/kl": kl}, prog_bar=True, batch_size=len(batch["key"]))
+        return mse + self.hparams.kl_weight * kl
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        if not batch["key"]:
+            return
+        with torch.no_grad():
+            recon = self.vae.decode(self.vae.encode(batch["image"]).latent_dist.mean).sample
+        self.log("val/psnr", psnr(recon, batch["image"]).mean(), prog_bar=True, batch_size=len(batch["key"]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.vae.parameters(), lr=self.hparams.learning_rate)
+
+    @torch.no_grad()
+    def latent_std(self) -> float:
+        """Std of the posterior means of the training images (the scale SD's factor normalises)."""
+        self.vae.eval()
+        means = [
+            self.vae.encode(b["image"].to(self.device)).latent_dist.mean
+            for b in self.trainer.datamodule.train_dataloader()
+            if b["key"]
+        ]
+        return torch.cat(means).std().item()
+
+    def on_train_end(self) -> None:
+        std = self.latent_std()
+        if self.trainer.is_global_zero:
+            self.vae.register_to_config(scaling_factor=1.0 / std)
+            self.vae.save_pretrained(self.export_path())
 
 
 class ClassifierModule(LightningModule):

@@ -1,96 +1,337 @@
-"""Sampling cost in one run: batching, VAE-decoder checkpointing and bf16, as ratios.
+"""Sampling cost, FLOP-accounted, from one run: FLOPs, seconds, achieved TFLOP/s and peak memory per
+image for each sampler at the paper's settings, plus the effect of each fast path.
 
-DPS steps (UNet forward + backward through the VAE decoder) on randomly initialised networks:
-``--scale sd2`` builds full-size Stable Diffusion 2-base networks from their published
-configuration (no weights needed; use a GPU), ``--scale tiny`` the tests' tiny stack (CPU).
+    python scripts/benchmark_sampling.py --scale sd2 --count-only      # FLOPs at SD2-base 512 px, on CPU (seconds)
+    python scripts/benchmark_sampling.py --scale sd2 --device cuda     # the GPU table (random full-size weights)
+    python scripts/benchmark_sampling.py --scale digits                # samplers' own overhead on the digits prior
+    python scripts/benchmark_sampling.py --scale tiny                  # a test-sized run
 
-    python scripts/benchmark_sampling.py --scale tiny
-    python scripts/benchmark_sampling.py --scale sd2 --device cuda
+``sd2`` builds Stable Diffusion 2-base's UNet and VAE from their published configuration with random
+weights (no download). FLOPs are counted with torch's FlopCounterMode on meta tensors (shapes
+only), for one step of each kind, and multiplied by how many steps of that kind a run makes;
+seconds are measured over ``--steps`` steps after a warm-up and scaled the same way. Samplers are
+built from configs/samplers/*.yaml with the step sizes of the task's ``sampling:`` block.
 """
 
+from __future__ import annotations
+
 import argparse
-import tempfile
+import json
+import re
+import sys
 import time
+from importlib import import_module
+from pathlib import Path
 
 import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
 
 import cse  # noqa: F401
-from cse.operators import SuperResolution
-from cse.priors.diffusers_prior import DiffusersPrior, sd_scheduler
+from cse.operators import Measurement, SuperResolution
+from cse.priors import DiffusersPrior
+from cse.priors.diffusers_prior import sd_scheduler
 from cse.priors.schedule import DiscreteSchedule
-from cse.samplers import DPS
-from cse.testing import build_tiny_stack
+from cse.samplers import ReSample
+from cse.samplers.common import Sampler
+from cse.samplers.freedom import FreeDoM
+from cse.seeding import generators_from_seeds
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLERS = ["dps", "dsg", "dmap_same", "dmap_full", "psld", "freedom", "resample"]
+PEAK_TFLOPS = {  # dense tensor-core peaks (NVIDIA data sheets, SXM): bf16/fp16, and TF32 for fp32 work
+    "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
+    "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
+    "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0},
+}
 
 
-def sd2_base() -> DiffusersPrior:
+# -- what is measured ----------------------------------------------------------------------------
+
+
+def sd2_base(device: str | torch.device, dtype: torch.dtype) -> DiffusersPrior:
+    """Stable Diffusion 2-base's networks (865 M + 84 M parameters) with random weights."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(320, 640, 1280, 1280),
-        cross_attention_dim=1024,
-        attention_head_dim=(5, 10, 20, 20),
-        use_linear_projection=True,
-        layers_per_block=2,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=2,
-        sample_size=512,
-    )
+    with torch.device(device):
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            block_out_channels=(320, 640, 1280, 1280),
+            cross_attention_dim=1024,
+            attention_head_dim=(5, 10, 20, 20),
+            use_linear_projection=True,
+            layers_per_block=2,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+            sample_size=512,
+        )
     schedule = DiscreteSchedule(sd_scheduler().alphas_cumprod)
-    return DiffusersPrior(unet, schedule, torch.zeros(1, 77, 1024), vae=vae)
+    prompt = torch.zeros(1, 77, 1024, device=device)
+    return DiffusersPrior(unet.to(dtype), schedule, prompt.to(dtype), vae=vae.to(dtype))
 
 
-def measure(prior, batch: int, steps: int, device: str, dtype: torch.dtype | None) -> tuple[float, float]:
-    """Seconds and peak memory (MiB, CUDA only) per image for ``steps`` DPS steps."""
-    A = SuperResolution(8)
+def build_prior(scale: str, device: str, dtype: torch.dtype) -> tuple[DiffusersPrior, str]:
+    """The prior (random weights from seed 0 where they are random) and the task whose sampling
+    block sets the samplers' step sizes."""
+    torch.manual_seed(0)
+    if scale == "sd2":
+        return sd2_base(device, dtype), "sr8"
+    if scale == "tiny":
+        import tempfile
+
+        from cse.testing import build_tiny_stack
+
+        path = build_tiny_stack(tempfile.mkdtemp(), image_size=64)
+        return DiffusersPrior.from_pretrained(path, torch_dtype=dtype).to(device), "sr8"
+    folder = {"digits": "checkpoints/digits/prior", "digits_latent": "checkpoints/digits_latent/prior"}[scale]
+    task = {"digits": "digits/sr4", "digits_latent": "digits_latent/sr8"}[scale]
+    return DiffusersPrior.from_pretrained(ROOT / folder, torch_dtype=dtype).to(device), task
+
+
+def sampler_from_configs(task: str, method: str) -> Sampler:
+    """configs/samplers/<method>.yaml with the ``${sampling.*}`` values of configs/<task>/task.yaml."""
+    block = yaml.safe_load((ROOT / "configs" / task / "task.yaml").read_text())["sampling"]
+    text = re.sub(
+        r"\$\{sampling\.(\w+)\}",
+        lambda m: str(block[m.group(1)]),
+        (ROOT / "configs/samplers" / f"{method}.yaml").read_text(),
+    )
+    spec = yaml.safe_load(text)["model"]["init_args"]["sampler"]
+    module, name = spec["class_path"].rsplit(".", 1)
+    return getattr(import_module(module), name)(**spec["init_args"])
+
+
+def step_kinds(sampler: Sampler) -> dict[str, int]:
+    """How many steps of each kind a run makes: 'step' (one ordinary step), and for FreeDoM the
+    extra passes, for ReSample the consistency optimisations (counted at ``max_iters``)."""
+    kinds = {"step": sampler.num_steps}
+    if isinstance(sampler, FreeDoM):
+        kinds["step"] += sum(sampler.travels(i) for i in range(sampler.num_steps)) * (sampler.repeats - 1)
+    if isinstance(sampler, ReSample):
+        kinds["consistency"] = sum(sampler.consistency_step(i) for i in range(sampler.num_steps))
+    return kinds
+
+
+def problem(prior: DiffusersPrior, batch: int, factor: int = 8):
     size = prior.image_size
-    y = A(torch.rand(batch, 3, size, size, device=device) * 2 - 1)
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+    measurement = Measurement(SuperResolution(factor if size % factor == 0 else 4))
+    device = prior.prompt_embeds.device
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+    y = measurement(images, generators_from_seeds(range(batch)))
+    return measurement.operator, y, prior.state_shape(images.shape)
+
+
+def one_step(sampler: Sampler, prior, operator, y, shape, kind: str = "step", ctx=None):
+    """Run one step of ``kind`` at the middle of the trajectory (in ``ctx``, a run's context, whose
+    noise is drawn in blocks as in a real run); returns its output."""
+    ctx = ctx or sampler.context(prior, operator, y, list(range(len(y))), None, shape)
+    sigmas = sampler.sigmas(prior)
+    middle = len(sigmas) // 2
+    ctx.index = middle
+    u = sigmas[middle] * ctx.noise()
+    if kind == "consistency":  # one iteration of ReSample's optimiser: ||A(D(z)) - y||^2, forward and backward
+        z = (u / (1 + sigmas[middle] ** 2) ** 0.5).detach().requires_grad_(True)
+        with torch.enable_grad():
+            (operator(prior.decode(z)) - y).square().flatten(1).mean(1).sum().backward()
+        return z.grad
+    return sampler.step(u, sigmas[middle], sigmas[middle + 1], ctx)[0]
+
+
+def count_flops(scale: str, method: str, batch: int = 1) -> dict[str, float]:
+    """FLOPs per image of each step kind, on meta tensors (no computation)."""
+    prior, task = (
+        build_prior(scale, "meta", torch.float32) if scale == "sd2" else build_prior(scale, "cpu", torch.float32)
+    )
+    sampler = sampler_from_configs(task, method)
+    operator, y, shape = problem(prior, batch)
+    flops = {}
+    for kind in step_kinds(sampler):
+        with FlopCounterMode(display=False) as counter:
+            one_step(sampler, prior, operator, y, shape, kind)
+        per_iter = counter.get_total_flops() / batch
+        flops[kind] = per_iter * (sampler.max_iters if kind == "consistency" else 1)
+    return flops
+
+
+def time_steps(sampler: Sampler, prior, operator, y, shape, steps: int, kind: str = "step") -> float:
+    """Seconds per step of ``kind`` for the whole batch, after a warm-up step."""
+    sync = torch.cuda.synchronize if y.is_cuda else (lambda: None)
+    ctx = sampler.context(prior, operator, y, list(range(len(y))), None, shape)
+    one_step(sampler, prior, operator, y, shape, kind, ctx)
+    sync()
     start = time.perf_counter()
-    with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
-        DPS(1.0, steps)(prior, A, y, seeds=range(batch))
-    if device == "cuda":
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) / batch
-    memory = torch.cuda.max_memory_allocated() / 2**20 / batch if device == "cuda" else float("nan")
-    return seconds, memory
+    for _ in range(steps):
+        one_step(sampler, prior, operator, y, shape, kind, ctx)
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
+def measure(args, prior, task: str, method: str, batch: int, flops: dict[str, float]) -> dict:
+    sampler = sampler_from_configs(task, method)
+    operator, y, shape = problem(prior, batch)
+    kinds = step_kinds(sampler)
+    if y.is_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    seconds = 0.0
+    for kind, count in kinds.items():
+        per_step = time_steps(sampler, prior, operator, y, shape, args.steps, kind)
+        seconds += count * per_step * (sampler.max_iters if kind == "consistency" else 1)
+    total_flops = sum(flops[kind] * count for kind, count in kinds.items())
+    per_image = seconds / batch
+    return {
+        "sampler": method,
+        "batch": batch,
+        "steps": kinds,
+        "flops_per_image": total_flops,
+        "seconds_per_image": per_image,
+        "tflops_achieved": total_flops / per_image / 1e12,
+        "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if y.is_cuda else None,
+    }
+
+
+def largest_batch(args, prior, task: str, method: str, limit: int = 256) -> int:
+    """The largest power-of-two batch whose step fits in memory (CUDA)."""
+    batch, fits = 1, 0
+    sampler = sampler_from_configs(task, method)
+    while batch <= limit:
+        try:
+            operator, y, shape = problem(prior, batch)
+            one_step(sampler, prior, operator, y, shape)
+            torch.cuda.synchronize()
+            fits, batch = batch, batch * 2
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            torch.cuda.empty_cache()
+    return fits
+
+
+def overhead(args) -> dict:
+    """Share of a step spent outside the network: the step with the real UNet against the same step
+    with a network that costs nothing (it returns zeros that still carry gradients)."""
+    prior, task = build_prior(args.scale, args.device, torch.float32)
+    sampler = sampler_from_configs(task, "dps")
+    operator, y, shape = problem(prior, args.batch)
+    real = time_steps(sampler, prior, operator, y, shape, args.steps)
+    network = prior.network
+    prior.network = lambda x_t, t, control=None: x_t * 0.0
+    free = time_steps(sampler, prior, operator, y, shape, args.steps)
+    prior.network = network
+    return {"seconds_per_step": real, "seconds_without_network": free, "overhead_share": free / real}
+
+
+def compare(args) -> dict:
+    """How much each fast path changes a result: DPS over ``--compare-steps`` steps of the task's
+    trajectory, with the option and in plain fp32 on the same seeds; PSNR (dB, images on [-1, 1]
+    clamped) and max absolute difference between the two restorations."""
+    from cse.metrics import psnr
+
+    def run(dtype=torch.float32, **options) -> torch.Tensor:
+        prior, task = build_prior(args.scale, args.device, dtype)
+        if options.pop("checkpointing", False):
+            prior.enable_gradient_checkpointing()
+        if options.pop("classic_attention", False):
+            from diffusers.models.attention_processor import AttnProcessor
+
+            prior.unet.set_attn_processor(AttnProcessor())
+        prior.optimize(**options)
+        sampler = sampler_from_configs(task, "dps")
+        sampler.num_steps = args.compare_steps
+        operator, y, shape = problem(prior, 2)
+        return sampler(prior, operator, y, [0, 1], shape=shape).float().clamp(-1, 1)
+
+    reference = run()
+    variants = {
+        "float32 again (the noise floor)": {},
+        "bfloat16": {"dtype": torch.bfloat16},
+        "float16": {"dtype": torch.float16},
+        "channels_last": {"channels_last": True},
+        "checkpointing": {"checkpointing": True},
+        "classic_attention (not SDPA)": {"classic_attention": True},
+        **({"compile": {"compile": True}} if args.compile else {}),
+    }
+    table = {}
+    for name, options in variants.items():
+        start = time.perf_counter()
+        x = run(**options)
+        table[name] = {
+            "psnr_vs_fp32": float(psnr(x, reference).mean()),
+            "max_abs_diff": float((x - reference).abs().max()),
+            "seconds": time.perf_counter() - start,
+        }
+        print(name, json.dumps(table[name]), flush=True)
+    return table
+
+
+# -- output --------------------------------------------------------------------------------------
+
+
+def peak_for(device: str, dtype: torch.dtype) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name()
+    return next((table[str(dtype).split(".")[-1]] for key, table in PEAK_TFLOPS.items() if key in name), None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", choices=["tiny", "sd2"], default="tiny")
+    parser.add_argument("--scale", choices=["sd2", "tiny", "digits", "digits_latent"], default="tiny")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--samplers", nargs="+", default=SAMPLERS)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps of each kind, after one warm-up")
+    parser.add_argument("--count-only", action="store_true", help="FLOPs only (no timing)")
+    parser.add_argument("--largest-batch", action="store_true", help="also time at the largest batch that fits")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of the networks")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN pick convolution algorithms")
+    parser.add_argument("--overhead", action="store_true", help="the samplers' own share of a DPS step")
+    parser.add_argument("--compare", action="store_true", help="how much each fast path changes a DPS result")
+    parser.add_argument("--compare-steps", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    if args.scale == "sd2":
-        prior = sd2_base()
+    dtype = getattr(torch, args.dtype)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    results = {"scale": args.scale, "device": args.device, "dtype": args.dtype, "options": vars(args) | {"json": None}}
+    if args.device.startswith("cuda"):
+        results["gpu"] = torch.cuda.get_device_name()
+    if args.overhead:
+        results["overhead"] = overhead(args)
+        print(json.dumps(results["overhead"], indent=2))
+    elif args.compare:
+        results["compare"] = compare(args)
     else:
-        prior = DiffusersPrior.from_pretrained(build_tiny_stack(tempfile.mkdtemp(), image_size=64))
-    prior = prior.to(args.device)
-    measure(prior, 1, 1, args.device, None)  # warm-up
-    base_s, base_m = measure(prior, 1, args.steps, args.device, None)
-    batch_s, batch_m = measure(prior, 4, args.steps, args.device, None)
-    low = torch.bfloat16
-    bf16_s, bf16_m = measure(prior, 4, args.steps, args.device, low)
-    prior.enable_gradient_checkpointing()
-    ckpt_s, ckpt_m = measure(prior, 4, args.steps, args.device, None)
-    print(f"{args.scale} on {args.device}, {args.steps} DPS steps, per image:")
-    print(f"  batch 1 fp32: {base_s:.3f} s, {base_m:.0f} MiB")
-    print(f"  batch 4 fp32: {batch_s:.3f} s, {batch_m:.0f} MiB  -> time ratio batch4/batch1 {batch_s / base_s:.2f}")
-    print(
-        f"  batch 4 bf16: {bf16_s:.3f} s, {bf16_m:.0f} MiB  -> time ratio bf16/fp32 {bf16_s / batch_s:.2f}, memory {bf16_m / batch_m:.2f}"
-    )
-    print(
-        f"  batch 4 fp32 + gradient checkpointing: {ckpt_s:.3f} s, {ckpt_m:.0f} MiB  -> time {ckpt_s / batch_s:.2f}x, memory {ckpt_m / batch_m:.2f}x"
-    )
+        flops = {method: count_flops(args.scale, method) for method in args.samplers}
+        results["flops"] = flops
+        for method, kinds in flops.items():
+            print(
+                f"{method:>10}: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/image" for k, v in kinds.items()), flush=True
+            )
+        if not args.count_only:
+            prior, task = build_prior(args.scale, args.device, dtype)
+            if args.checkpointing:
+                prior.enable_gradient_checkpointing()
+            prior.optimize(channels_last=args.channels_last, compile=args.compile)
+            peak = peak_for(args.device, dtype)
+            rows = []
+            for method in args.samplers:
+                batches = [args.batch] + ([largest_batch(args, prior, task, method)] if args.largest_batch else [])
+                for batch in dict.fromkeys(b for b in batches if b):
+                    row = measure(args, prior, task, method, batch, flops[method])
+                    row["fraction_of_peak"] = row["tflops_achieved"] / peak if peak else None
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            results["rows"], results["peak_tflops"] = rows, peak
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

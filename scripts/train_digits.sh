@@ -2,8 +2,9 @@
 # Retrain everything in checkpoints/digits/ from scratch, on CPU, with the project's own configs,
 # then install the results there (training itself only ever writes under outputs/).
 # Each step prints how long it took; the README gives the times measured here.
-#   bash scripts/train_digits.sh            # everything
-#   bash scripts/train_digits.sh cses       # only the CSEs (needs checkpoints/digits/prior)
+#   bash scripts/train_digits.sh            # the pixel tier: prior, classifier, CSEs
+#   bash scripts/train_digits.sh cses       # only its CSEs (needs checkpoints/digits/prior)
+#   bash scripts/train_digits.sh latent     # the latent tier: autoencoder, latent prior, CSEs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WANDB_MODE=offline
@@ -28,6 +29,22 @@ install() {  # install FROM TO: replace a shipped checkpoint by a new one
 }
 
 digits=configs/digits
+if [ "${1:-all}" = latent ]; then  # the latent tier: autoencoder, latent prior, CSEs
+  latent=configs/digits_latent
+  step "digits at 32 px" python -m data_tools digits --out data/digits32 --size 32
+  step "latent: autoencoder" fit outputs/digits_latent/train_vae --config $latent/train_vae.yaml
+  step "latent: prior" fit outputs/digits_latent/train_prior --config $latent/train_prior.yaml
+  install outputs/digits_latent/train_prior/prior checkpoints/digits_latent/prior
+  for op in sr8 inpaint gblur nlblur; do
+    step "latent $op CSE (100 digits)" fit outputs/digits_latent/$op/train_cse \
+      --config $latent/$op/task.yaml --config $digits/train_cse.yaml
+    install outputs/digits_latent/$op/train_cse/controlnet checkpoints/digits_latent/${op}_cse
+    step "latent $op reference CSE (all train digits)" fit outputs/digits_latent/$op/train_cse+reference \
+      --config $latent/$op/task.yaml --config $digits/train_cse.yaml --config $digits/reference.yaml
+    install "outputs/digits_latent/$op/train_cse+reference/controlnet" checkpoints/digits_latent/${op}_cse_full
+  done
+  exit 0
+fi
 if [ "${1:-all}" = all ]; then
   step "digits shards" python -m data_tools digits --out data/digits
   step "prior" fit outputs/digits/train_prior --config $digits/train_prior.yaml

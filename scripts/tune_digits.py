@@ -26,7 +26,8 @@ from cse.images import eval_transform, save_png
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-TASKS = ["digits/sr4", "digits/inpaint", "digits/gblur", "digits/nlblur"]
+TASKS = [f"digits/{op}" for op in ("sr4", "inpaint", "gblur", "nlblur")]
+TASKS += [f"digits_latent/{op}" for op in ("sr8", "inpaint", "gblur", "nlblur")]
 METHODS = ["dps", "dsg", "dmap_full", "dmap_same", "psld", "freedom", "resample", "dps_ddim"]
 NOT_STEP_SIZES = {"num_steps", "half_steps", "psld_gamma"}
 TUNING_COUNT = 32  # the last 32 train digits in key order
@@ -56,9 +57,9 @@ def neighbour(key: str, values: list[float], best: float) -> float | None:
     return None
 
 
-def tuning_set(train: str, out: Path) -> Path:
+def tuning_set(train: str, size: int, out: Path) -> Path:
     refs = index_source(train)[-TUNING_COUNT:]
-    batch = collate([ImageDataset(refs, eval_transform(16), min_size=1)[i] for i in range(len(refs))])
+    batch = collate([ImageDataset(refs, eval_transform(size), min_size=1)[i] for i in range(len(refs))])
     for key, image in zip(batch["key"], batch["image"], strict=True):
         save_png(image, out / f"{key}.png")
     return out
@@ -105,7 +106,9 @@ def main() -> None:
         scratch = Path(scratch)
         for task in args.tasks:
             data = yaml.safe_load((CONFIGS / task.split("/")[0] / "data.yaml").read_text())["init_args"]
-            images = tuning_set(str(ROOT / data["train"]), scratch / task.replace("/", "-") / "images")
+            images = tuning_set(
+                str(ROOT / data["train"]), data["image_size"], scratch / task.replace("/", "-") / "images"
+            )
             block = yaml.safe_load((CONFIGS / task / "task.yaml").read_text())["sampling"]
             for method in args.methods:
                 key = tuned_key(method)

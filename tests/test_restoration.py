@@ -2,12 +2,14 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from lightning.pytorch import Trainer
 from PIL import Image
 
@@ -23,9 +25,18 @@ from cse.samplers import DPS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-SD2_TASKS = ["sr8", "gblur", "inpaint"]
+TASKS = sorted(p.parent.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("task.yaml"))
+SD2_TASKS = [t for t in TASKS if "/" not in t]
 DIGITS_TASKS = ["digits/sr4", "digits/inpaint", "digits/gblur"]
 SAMPLERS = sorted(p.stem for p in (CONFIGS / "samplers").glob("*.yaml"))
+
+
+def applies(task: str, sampler: str) -> bool:
+    """Whether the task's sampling block has every value the method file reads."""
+    block = yaml.safe_load((CONFIGS / task / "task.yaml").read_text())["sampling"]
+    return set(re.findall(r"\$\{sampling\.(\w+)\}", (CONFIGS / "samplers" / f"{sampler}.yaml").read_text())) <= set(
+        block
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +55,37 @@ def configs(task: str, *more: str) -> list[str]:
     return [f"--config={CONFIGS / task / 'task.yaml'}", *(f"--config={CONFIGS / m}" for m in more)]
 
 
+OPERATOR = "--model.init_args.measurement.init_args.operator.init_args"
+TINY_OPERATORS = {
+    "inpaint": [f"{OPERATOR}.size=8"],
+    "nlblur": [f"{OPERATOR}.random_weights=true", f"{OPERATOR}.width=8", f"{OPERATOR}.front_blocks=1"],
+}
+
+
+@pytest.fixture(scope="module")
+def images_128(tmp_path_factory) -> str:
+    """Two random 128 px images: the kernel network of the nonlinear blur takes multiples of 128."""
+    folder = tmp_path_factory.mktemp("images128")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    return str(folder)
+
+
 def sd2_overrides(task: str, tiny_latent: str, images: str, out: Path, count: int = 2) -> list[str]:
-    """The SD2 task files on the tiny stack: 2 steps, 16 px images, no downloadable metric weights."""
+    """The SD2 task files on the tiny stack: 2 steps, 16 px images (128 for the nonlinear blur), no
+    downloadable weights (the blur network's are random, tiny)."""
     return [
         f"--model.init_args.prior.init_args.id_or_path={tiny_latent}",
         "--sampling.num_steps=2",
         "--sampling.half_steps=1",
-        *(["--model.init_args.measurement.init_args.operator.init_args.size=8"] if task == "inpaint" else []),
+        *TINY_OPERATORS.get(task, []),
         "--trainer.callbacks.init_args.lpips=false",
         "--trainer.callbacks.init_args.feature_network=cse.features.PixelFeatures",
         "--trainer.callbacks.init_args.kid_subset_size=2",
         f"--trainer.default_root_dir={out}",
         f"--data.init_args.predict={images}",
-        "--data.init_args.image_size=16",
+        f"--data.init_args.image_size={128 if task == 'nlblur' else 16}",
         "--data.init_args.batch_size=2",
         "--data.init_args.num_workers=0",
         f"--data.init_args.predict_count={count}",
@@ -70,10 +99,15 @@ def summary(out: Path) -> dict:
 # -- every config --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", SD2_TASKS + DIGITS_TASKS)
+@pytest.mark.parametrize("task", TASKS)
 def test_every_cell_of_every_task_parses(task, capsys):
-    """Each task with each method file, with and without its CSE (no instantiation, no weights)."""
+    """Each task with each method file that applies to it, with and without its CSE (no
+    instantiation, no weights); a method the task has no step size for is a clear error."""
     for sampler in SAMPLERS:
+        if not applies(task, sampler):  # PSLD on a nonlinear operator: the missing step size is named
+            with pytest.raises(Exception, match=r"sampling\.\w+_zeta"):
+                main(["predict", *configs(task, f"samplers/{sampler}.yaml"), "--print_config"])
+            continue
         for extra in ([], [f"{task}/cse.yaml"]):
             with pytest.raises(SystemExit) as exit_:
                 main(["predict", *configs(task, f"samplers/{sampler}.yaml", *extra), "--print_config"])
@@ -83,8 +117,9 @@ def test_every_cell_of_every_task_parses(task, capsys):
 
 
 @pytest.mark.parametrize("task", SD2_TASKS)
-def test_each_sd2_task_restores_a_two_image_set(task, tiny_latent, image_folder, tmp_path):
-    main(["predict", *configs(task, "samplers/dps.yaml"), *sd2_overrides(task, tiny_latent, image_folder, tmp_path)])
+def test_each_sd2_task_restores_a_two_image_set(task, tiny_latent, image_folder, images_128, tmp_path):
+    images = images_128 if task == "nlblur" else image_folder
+    main(["predict", *configs(task, "samplers/dps.yaml"), *sd2_overrides(task, tiny_latent, images, tmp_path)])
     result = summary(tmp_path)
     assert result["count"] == 2 and np.isfinite([result["psnr"], result["fid"], result["residual"]]).all()
     assert result["network_evaluations"] == 2 and result["network_gradients"] == 2 and result["seconds"] > 0

@@ -89,6 +89,8 @@ def measurement_grad(u: Tensor, sigma: float, denoise: Denoiser, residual: Resid
         x0_hat = denoise(u, sigma)
         loss = residual(x0_hat)
         (grad,) = torch.autograd.grad(loss.sum(), u)
+    if grad.is_meta:  # shapes without values (counting FLOPs): nothing to check
+        return grad, x0_hat.detach(), loss.detach()
     bad = ~torch.isfinite(grad.flatten(1)).all(dim=1) | ~torch.isfinite(loss.detach())
     if bad.any():
         raise FloatingPointError(
@@ -156,6 +158,34 @@ class Sampler(ABC):
         if self.guided and (operator is None or y is None):
             raise ValueError(f"{type(self).__name__} needs an operator and a measurement y")
 
+    def context(
+        self,
+        prior: Prior,
+        operator: Operator | None,
+        y: Tensor | None,
+        seeds: Sequence[int] | Tensor,
+        control: Tensor | None = None,
+        shape: Sequence[int] | None = None,
+    ) -> SamplingContext:
+        """What the steps of one run see (see ``__call__`` for the arguments)."""
+        self.validate(prior, operator, y)
+        if y is not None and y.shape[0] != len(seeds):
+            raise ValueError(f"need one seed per measurement: {len(seeds)} seeds for {y.shape[0]}")
+        return SamplingContext(
+            denoise=lambda u, sigma: prior.denoise(u, sigma, control),
+            residual=measurement_residual(prior, operator, y) if self.guided else None,
+            noise=PerSampleNoise(seeds, shape or prior.sample_shape, like=state_template(prior, y)),
+            prior=prior,
+            operator=operator,
+            y=y,
+            eta=self.eta,
+            num_steps=self.num_steps,
+        )
+
+    def sigmas(self, prior: Prior) -> list[float]:
+        """The ``num_steps + 1`` noise levels of a run, ending in 0."""
+        return (self.schedule or prior.schedule).sigmas(self.num_steps).tolist()
+
     def __call__(
         self,
         prior: Prior,
@@ -168,23 +198,11 @@ class Sampler(ABC):
     ) -> Tensor:
         """Restore ``y`` ``[B, ...]`` with one seed per sample; returns ``[B, C, H, W]`` images (``decode``d).
 
-        ``control`` is the CSE conditioning (``operator.lift(y)``) for a prior with a ControlNet;
-        ``shape`` overrides ``prior.sample_shape``; ``callback`` receives a dict per step.
+        ``control`` is the CSE's control image (``measurement.lift(y)``) for a prior with a
+        ControlNet; ``shape`` overrides ``prior.sample_shape``; ``callback`` receives a dict per step.
         """
-        self.validate(prior, operator, y)
-        if y is not None and y.shape[0] != len(seeds):
-            raise ValueError(f"need one seed per measurement: {len(seeds)} seeds for {y.shape[0]}")
-        ctx = SamplingContext(
-            denoise=lambda u, sigma: prior.denoise(u, sigma, control),
-            residual=measurement_residual(prior, operator, y) if self.guided else None,
-            noise=PerSampleNoise(seeds, shape or prior.sample_shape, like=state_template(prior, y)),
-            prior=prior,
-            operator=operator,
-            y=y,
-            eta=self.eta,
-            num_steps=self.num_steps,
-        )
-        sigmas = (self.schedule or prior.schedule).sigmas(self.num_steps).tolist()
+        ctx = self.context(prior, operator, y, seeds, control, shape)
+        sigmas = self.sigmas(prior)
         u = sigmas[0] * ctx.noise()
         for index, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
             ctx.index = index

@@ -1,0 +1,106 @@
+"""Speed options keep the numbers: each fast path against plain fp32 on the same seeds (tiny stack),
+and the FLOP-accounted benchmark from a fresh clone."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cse.metrics import psnr
+from cse.operators import SuperResolution
+from cse.priors import DiffusersPrior
+from cse.samplers import DPS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def restore(prior: DiffusersPrior, device: str = "cpu") -> torch.Tensor:
+    A = SuperResolution(2)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1), device="cpu").to(device) * 2 - 1
+    return DPS(1.0, 4)(prior.to(device), A, A(x), seeds=[0, 1]).float()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_latent) -> torch.Tensor:
+    return restore(DiffusersPrior.from_pretrained(tiny_latent))
+
+
+@pytest.mark.parametrize(
+    "options, min_psnr",
+    [
+        ({"torch_dtype": "bfloat16"}, 40.0),  # measured here: 56 dB
+        ({"torch_dtype": "float16"}, 55.0),  # measured here: 74 dB
+        ({"channels_last": True}, 90.0),  # float32 re-ordering only: >= 120 dB measured
+        ({"gradient_checkpointing": True}, 90.0),
+    ],
+    ids=["bf16", "fp16", "channels_last", "checkpointing"],
+)
+def test_fast_paths_stay_close_to_fp32(tiny_latent, reference, options, min_psnr):
+    fast = restore(DiffusersPrior.from_pretrained(tiny_latent, **options))
+    assert torch.isfinite(fast).all()
+    assert psnr(fast, reference).min() >= min_psnr
+
+
+def test_sdpa_and_classic_attention_agree(tiny_latent, reference):
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    prior = DiffusersPrior.from_pretrained(tiny_latent)
+    assert any(isinstance(p, AttnProcessor2_0) for p in prior.unet.attn_processors.values())  # SDPA by default
+    prior.unet.set_attn_processor(AttnProcessor())
+    torch.testing.assert_close(restore(prior), reference, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_compiled_networks_give_the_same_restoration(tiny_latent, reference):
+    """torch.compile of UNet, ControlNet and VAE, the guidance's backward included (about 2 min on CPU)."""
+    compiled = restore(DiffusersPrior.from_pretrained(tiny_latent, compile=True))
+    torch.testing.assert_close(compiled, reference, atol=1e-4, rtol=0)
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_sampling", ROOT / "scripts" / "benchmark_sampling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flops_of_an_sd2_step_are_counted_from_its_networks(benchmark):
+    """One DPS step at SD2-base 512 px runs the UNet and the VAE decoder forward, and back through
+    both for the input gradient only (the weights are frozen): about twice their forward FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    prior = benchmark.sd2_base("meta", torch.float32)
+    z = torch.zeros(1, 4, 64, 64, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        prior.decode(prior.denoise(z, 3.0))
+    forward = counter.get_total_flops()
+    assert 3.2e12 < forward < 3.4e12  # UNet 0.80 + decoder 2.51 TFLOP, as torch counts them
+    step = benchmark.count_flops("sd2", "dps")["step"]
+    assert 2.0 * forward < step < 2.1 * forward
+    assert benchmark.count_flops("sd2", "dmap_full")["step"] > 3 * step  # K = 3 gradient steps
+
+
+def test_the_benchmark_runs_at_tiny_scale(benchmark, tmp_path, monkeypatch):
+    out = tmp_path / "tiny.json"
+    args = ["benchmark_sampling.py", "--scale", "tiny", "--samplers", "dps", "resample", "--steps", "1"]
+    monkeypatch.setattr("sys.argv", [*args, "--json", str(out)])
+    benchmark.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["sampler"] for r in rows] == ["dps", "resample"]
+    assert all(r["flops_per_image"] > 0 and r["seconds_per_image"] > 0 for r in rows)
+    assert rows[1]["steps"] == {"step": 500, "consistency": 2}  # steps 50 and 100 of 500
+
+
+def test_the_samplers_own_overhead_is_measured(benchmark, tmp_path, monkeypatch):
+    out = tmp_path / "overhead.json"
+    args = ["benchmark_sampling.py", "--scale", "digits", "--overhead", "--steps", "2", "--json", str(out)]
+    monkeypatch.setattr("sys.argv", args)
+    benchmark.main()
+    result = json.loads(out.read_text())["overhead"]
+    assert 0 < result["seconds_without_network"] < result["seconds_per_step"]
