@@ -15,6 +15,7 @@ first file called ``task.yaml`` is left out), e.g. ``outputs/digits/sr4/dmap_ful
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -126,7 +127,8 @@ def clear_error(error: BaseException) -> BaseException | None:
         if isinstance(error, CLEAR_ERRORS):
             return error
         if type(error).__name__ == "InterpolationKeyError":
-            key = getattr(error, "key", None) or str(error)
-            return KeyError(f"{key}: a method file reads it from the task file's `sampling:` block, which lacks it")
+            missing = re.search(r"sampling\.\w+", str(error))
+            key = missing.group(0) if missing else str(error)
+            return KeyError(f"{key}: the method file reads it from the task file's `sampling:` block, which lacks it")
         error = error.__cause__ or error.__context__
     return None

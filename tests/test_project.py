@@ -32,6 +32,13 @@ def test_a_missing_model_folder_is_one_clear_line_not_a_parser_traceback():
     assert "Traceback" not in result.stderr and "Union subtypes" not in result.stderr
 
 
+def test_a_method_the_task_has_no_step_size_for_is_named():
+    result = run(
+        "-m", "cse", "predict", "--config=configs/digits/nlblur/task.yaml", "--config=configs/samplers/psld.yaml"
+    )
+    assert result.returncode == 1 and "sampling.psld_zeta" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_predict_help_says_how_to_list_a_configs_options():
     result = run("-m", "cse", "predict", "--help")
     assert result.returncode == 0 and "--print_config" in result.stdout
