@@ -109,7 +109,137 @@ class ImageWriter(BasePredictionWriter):
         trainer.strategy.barrier("images written")  # every rank's files exist before anyone reads them
 
 
-class RestorationWriter(BasePredictionWriter):
+class ResultsWriter(BasePredictionWriter):
+    """What every resumable results folder shares: records per key in JSON lines (each rank its own
+    file under ``metrics/``, merged at the end into ``<records>.jsonl``), a ``run.json`` of the
+    settings that made them, a rerun that does only what is missing and refuses other settings.
+
+    Subclasses write their records (``write_on_batch_end``) and summarise them (``summarise``).
+    """
+
+    records = "metrics"  # the merged file is <records>.jsonl
+    products: tuple[str, ...] = ()  # folders and files a rerun with overwrite removes
+
+    def __init__(self, output_dir: str | None = None, overwrite: bool = False) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir, self.overwrite = output_dir, overwrite
+        self.out = Path(output_dir or ".")
+        self.rank = 0
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def rank_file(self, kind: str, rank: int | None = None) -> Path:
+        return self.out / "metrics" / f"{kind}-rank{self.rank if rank is None else rank}.jsonl"
+
+    def rows(self, kind: str | None = None) -> dict[str, dict]:
+        """Every key's record from the merged file and every rank's file (latest wins)."""
+        kind = kind or self.records
+        rows: dict[str, dict] = {}
+        for file in [self.out / f"{kind}.jsonl", *sorted((self.out / "metrics").glob(f"{kind}-rank*.jsonl"))]:
+            for row in read_jsonl(file):
+                rows[row["key"]] = {**rows.get(row["key"], {}), **row}
+        return dict(sorted(rows.items()))
+
+    def done_keys(self) -> set[str]:
+        """Keys whose record is written (the record is written last)."""
+        return set(self.rows())
+
+    def merge(self, kind: str, rows: Iterable[dict]) -> None:
+        """Write the merged ``<kind>.jsonl`` and drop the rank files it replaces."""
+        write_text_atomic(self.out / f"{kind}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+        for file in (self.out / "metrics").glob(f"{kind}-rank*.jsonl"):
+            file.unlink()
+        if (self.out / "metrics").is_dir() and not any((self.out / "metrics").iterdir()):
+            (self.out / "metrics").rmdir()
+
+    # -- before the run -------------------------------------------------------------------------
+
+    def check_before_run(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Subclasses: fail now on what would fail later (missing weight files...)."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Fail before hours of sampling, not after; tell the data what is already done."""
+        if stage != "predict":
+            return
+        self.out, self.rank = Path(self.output_dir or trainer.default_root_dir), trainer.global_rank
+        self.check_writable()
+        self.check_before_run(trainer, pl_module)
+        settings = self.settings(trainer, pl_module)
+        if self.overwrite and trainer.is_global_zero:
+            self.clear()
+        trainer.strategy.barrier("results folder ready")
+        self.check_settings(settings)
+        if trainer.is_global_zero:
+            remove_temporaries(self.out)
+            repair_jsonl(self.out / f"{self.records}.jsonl")
+            record = {"fingerprint": fingerprint(settings), "settings": settings}
+            write_text_atomic(self.out / "run.json", json.dumps(record, indent=2, default=str))
+        for kind in (self.records, "skipped"):
+            repair_jsonl(self.rank_file(kind))
+        done = self.done_keys()
+        if done:
+            datamodule = trainer.datamodule
+            if datamodule is None or not hasattr(datamodule, "exclude"):
+                raise ValueError(
+                    f"{self.out} already holds results for {len(done)} inputs and the data cannot leave them out; use "
+                    "a data module with `exclude` (cse.data.ImageDataModule), another output folder, or overwrite=true"
+                )
+            datamodule.exclude = done
+
+    def check_writable(self) -> None:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / f".write-test-rank{self.rank}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            message = f"cannot write results into {self.out} ({error}); choose another output folder"
+            raise PermissionError(message) from error
+
+    @staticmethod
+    def settings(trainer: Trainer, pl_module: LightningModule) -> dict:
+        """What decides the outputs: the module's settings and the data's (source, image size)."""
+        settings = pl_module.settings() if hasattr(pl_module, "settings") else {"module": type(pl_module).__name__}
+        hparams = getattr(trainer.datamodule, "hparams", {})
+        data = {name: hparams.get(name) for name in ("predict", "image_size", "predict_count", "points")}
+        return {**settings, "data": {k: v for k, v in data.items() if v is not None}}
+
+    def check_settings(self, settings: dict) -> None:
+        """Refuse to add results made with other settings to a folder (a rerun must not mix)."""
+        record = self.out / "run.json"
+        if not record.is_file():
+            if self.rows() and not self.overwrite:
+                message = f"{self.out} holds results without a run.json; use overwrite=true or another folder"
+                raise FileExistsError(message)
+            return
+        earlier = json.loads(record.read_text())
+        if earlier.get("fingerprint") == fingerprint(settings):
+            return
+        old = earlier.get("settings", {})
+        same = lambda k: json.dumps(old.get(k), default=str) == json.dumps(settings.get(k), default=str)  # noqa: E731
+        details = "; ".join(f"{k}: {old.get(k)} -> {settings.get(k)}" for k in sorted({*old, *settings}) if not same(k))
+        raise FileExistsError(
+            f"{self.out} holds results made with other settings ({details}). Choose another output folder "
+            f"(--trainer.default_root_dir=...), or pass overwrite=true to the writer to replace them."
+        )
+
+    def clear(self) -> None:
+        for name in (*self.products, "metrics", f"{self.records}.jsonl", "skipped.jsonl", "summary.json", "run.json"):
+            path = self.out / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+    # -- at the end -----------------------------------------------------------------------------
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        trainer.strategy.barrier("results written")  # every rank's files exist before anyone reads them
+        if trainer.is_global_zero:
+            self.summarise(pl_module)
+
+    def summarise(self, pl_module: LightningModule) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class RestorationWriter(ResultsWriter):
     """Writes restorations, their metrics and a summary; resumable, and honest about its inputs.
 
     Args:
@@ -125,6 +255,8 @@ class RestorationWriter(BasePredictionWriter):
             other settings stops with an error, and one with the same settings resumes).
     """
 
+    products = ("source", "measurement", "control", "recon", "diversity", "grid.png")
+
     def __init__(
         self,
         output_dir: str | None = None,
@@ -136,121 +268,22 @@ class RestorationWriter(BasePredictionWriter):
         grid_size: int = 8,
         overwrite: bool = False,
     ) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir, self.lpips, self.fid, self.feature_network = output_dir, lpips, fid, feature_network
-        self.metric_weights_dir, self.kid_subset_size = metric_weights_dir, kid_subset_size
-        self.grid_size, self.overwrite = grid_size, overwrite
-        self.out = Path(output_dir or ".")
-        self.rank = 0
-
-    # -- files ----------------------------------------------------------------------------------
+        super().__init__(output_dir, overwrite)
+        self.lpips, self.fid, self.feature_network = lpips, fid, feature_network
+        self.metric_weights_dir, self.kid_subset_size, self.grid_size = metric_weights_dir, kid_subset_size, grid_size
 
     def path(self, folder: str, key: str) -> Path:
         return self.out / folder / f"{key}.png"
-
-    def rank_file(self, kind: str, rank: int | None = None) -> Path:
-        return self.out / "metrics" / f"{kind}-rank{self.rank if rank is None else rank}.jsonl"
-
-    def rows(self, kind: str = "metrics") -> dict[str, dict]:
-        """Every image's record from the merged file and every rank's file (latest wins)."""
-        merged = self.out / ("metrics.jsonl" if kind == "metrics" else "skipped.jsonl")
-        rows: dict[str, dict] = {}
-        for file in [merged, *sorted((self.out / "metrics").glob(f"{kind}-rank*.jsonl"))]:
-            for row in read_jsonl(file):
-                rows[row["key"]] = {**rows.get(row["key"], {}), **row}
-        return dict(sorted(rows.items()))
 
     def done_keys(self) -> set[str]:
         """Images whose metrics line exists (written last) and whose restoration is on disk."""
         return {key for key in self.rows() if self.path("recon", key).exists()}
 
-    # -- before sampling --------------------------------------------------------------------------
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Fail before hours of sampling, not after; tell the data what is already done."""
-        if stage != "predict":
-            return
-        self.out, self.rank = Path(self.output_dir or trainer.default_root_dir), trainer.global_rank
-        self.check_writable()
+    def check_before_run(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.lpips:
             weights_file(ALEXNET_FILE, self.metric_weights_dir, "LPIPS")
         if self.fid and self.feature_network is None:
             weights_file(INCEPTION_FILE, self.metric_weights_dir, "FID/KID")
-        settings = self.settings(trainer, pl_module)
-        if self.overwrite and trainer.is_global_zero:
-            self.clear()
-        trainer.strategy.barrier("results folder ready")
-        self.check_settings(settings)
-        if trainer.is_global_zero:
-            remove_temporaries(self.out)
-            repair_jsonl(self.out / "metrics.jsonl")
-            write_text_atomic(
-                self.out / "run.json",
-                json.dumps({"fingerprint": fingerprint(settings), "settings": settings}, indent=2, default=str),
-            )
-        for kind in ("metrics", "skipped"):
-            repair_jsonl(self.rank_file(kind))
-        done = self.done_keys()
-        if done:
-            datamodule = trainer.datamodule
-            if datamodule is not None and hasattr(datamodule, "exclude"):
-                datamodule.exclude = done
-            else:
-                raise ValueError(
-                    f"{self.out} already holds {len(done)} restored images and the data cannot leave them out; "
-                    "use cse.data.ImageDataModule, another output folder, or overwrite=true"
-                )
-
-    def check_writable(self) -> None:
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            probe = self.out / f".write-test-rank{self.rank}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as error:
-            raise PermissionError(
-                f"cannot write results into {self.out} ({error}); choose another output folder"
-            ) from error
-
-    @staticmethod
-    def settings(trainer: Trainer, pl_module: LightningModule) -> dict:
-        """What decides the outputs: the module's settings and the data's (source, image size)."""
-        settings = pl_module.settings() if hasattr(pl_module, "settings") else {"module": type(pl_module).__name__}
-        hparams = getattr(trainer.datamodule, "hparams", {})
-        data = {name: hparams.get(name) for name in ("predict", "image_size", "predict_count")}
-        return {**settings, "data": data}
-
-    def check_settings(self, settings: dict) -> None:
-        """Refuse to add results made with other settings to a folder (a rerun must not mix)."""
-        record = self.out / "run.json"
-        if not record.is_file():
-            if self.rows() and not self.overwrite:
-                raise FileExistsError(
-                    f"{self.out} holds results without a run.json; use overwrite=true or another folder"
-                )
-            return
-        earlier = json.loads(record.read_text())
-        if earlier.get("fingerprint") == fingerprint(settings):
-            return
-        old = earlier.get("settings", {})
-        changed = sorted(
-            k
-            for k in {*old, *settings}
-            if json.dumps(old.get(k), default=str) != json.dumps(settings.get(k), default=str)
-        )
-        details = "; ".join(f"{k}: {old.get(k)} -> {settings.get(k)}" for k in changed)
-        raise FileExistsError(
-            f"{self.out} holds results made with other settings ({details}). Choose another output folder "
-            f"(--trainer.default_root_dir=...), or pass overwrite=true to the writer to replace them."
-        )
-
-    def clear(self) -> None:
-        for name in ("source", "measurement", "control", "recon", "diversity", "metrics"):
-            shutil.rmtree(self.out / name, ignore_errors=True)
-        for name in ("metrics.jsonl", "skipped.jsonl", "summary.json", "grid.png", "run.json"):
-            (self.out / name).unlink(missing_ok=True)
-
-    # -- per batch ------------------------------------------------------------------------------
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction: Restoration, batch_indices, batch, batch_idx, dataloader_idx=0
@@ -266,17 +299,10 @@ class RestorationWriter(BasePredictionWriter):
         append_jsonl(self.rank_file("metrics"), prediction.metrics)  # last: the line marks the images done
         append_jsonl(self.rank_file("skipped"), [{"key": k, "reason": r} for k, r in prediction.skipped])
 
-    # -- at the end -------------------------------------------------------------------------------
-
-    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        trainer.strategy.barrier("images written")  # every rank's files exist before anyone reads them
-        if trainer.is_global_zero:
-            self.summarise()
-
     def load(self, folder: str, keys: list[str]) -> torch.Tensor:
         return torch.stack([read_png(self.path(folder, key)) for key in keys])
 
-    def summarise(self) -> dict[str, Any]:
+    def summarise(self, pl_module: LightningModule | None = None) -> dict[str, Any]:
         """Merge every rank's lines, add LPIPS and FID/KID, write metrics.jsonl, summary.json, grid.png."""
         rows = {key: row for key, row in self.rows().items() if self.path("recon", key).exists()}
         skipped = {key: row["reason"] for key, row in self.rows("skipped").items() if key not in rows}
@@ -291,14 +317,8 @@ class RestorationWriter(BasePredictionWriter):
             if self.fid and summary.get("kid") is None:
                 summary["kid_note"] = f"KID needs at least kid_subset_size={self.kid_subset_size} images"
         summary["skipped"] = skipped
-        write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows.values()))
-        write_text_atomic(
-            self.out / "skipped.jsonl", "".join(json.dumps({"key": k, "reason": r}) + "\n" for k, r in skipped.items())
-        )
-        for file in (self.out / "metrics").glob("*-rank*.jsonl"):
-            file.unlink()
-        if (self.out / "metrics").is_dir() and not any((self.out / "metrics").iterdir()):
-            (self.out / "metrics").rmdir()
+        self.merge("metrics", rows.values())
+        self.merge("skipped", [{"key": k, "reason": r} for k, r in skipped.items()])
         write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
         if not rows:
             reasons = "; ".join(f"{k}: {r}" for k, r in list(skipped.items())[:5])
@@ -327,6 +347,28 @@ class RestorationWriter(BasePredictionWriter):
         """Labelled rows: source, the CSE's control image (the lifted measurement), restoration."""
         rows = [("source", "source"), ("control", "measurement, lifted"), ("recon", "restored")]
         save_png(labelled_grid([(label, self.load(folder, keys)) for folder, label in rows]), self.out / "grid.png")
+
+
+class AnalysisWriter(ResultsWriter):
+    """Writes the records of an analysis module (``predict_step`` returns a list of dicts, one per
+    input, each with its ``key``) to ``analysis.jsonl``, and at the end the module's
+    ``summarise(rows)`` to ``summary.json`` and its ``plot(summary, folder)``."""
+
+    records = "analysis"
+    products = ("plot.png", "table.md")
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction: list[dict], batch_indices, batch, batch_idx, dataloader_idx=0
+    ):
+        append_jsonl(self.rank_file("analysis"), prediction)
+
+    def summarise(self, pl_module: LightningModule) -> dict[str, Any]:
+        rows = self.rows()
+        self.merge("analysis", rows.values())
+        summary = pl_module.summarise(list(rows.values()))
+        write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
+        pl_module.plot(summary, self.out)
+        return summary
 
 
 def means(rows: Iterable[dict]) -> dict[str, float]:

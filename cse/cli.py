@@ -67,9 +67,9 @@ class CLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
             "--sampling",
-            type=dict[str, int | float],
+            type=dict[str, int | float | list[float]],
             default={},
-            help="The task's step counts and tuned step sizes; sampler configs read them as ${sampling.NAME}.",
+            help="The task's step counts and tuned step sizes; method configs read them as ${sampling.NAME}.",
         )
 
     def before_instantiate_classes(self) -> None:

@@ -355,3 +355,22 @@ class ImageDataModule(LightningDataModule):
         refs = select_subset(index_source(self._require("predict")), self.hparams.predict_count, None)
         refs = [ref for ref in refs if ref.key not in self.exclude]
         return self._loader(self._dataset(refs, eval_transform(self.hparams.image_size)), training=False)
+
+
+class PointsDataModule(LightningDataModule):
+    """Given points (rows of ``points``, e.g. a Gaussian-mixture prior's samples), for predict-time
+    modules of the exact tier: keys ``point0000``..., the point as ``image``."""
+
+    def __init__(self, points: list[list[float]], batch_size: int = 64) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.exclude: set[str] = set()
+
+    def predict_dataloader(self) -> DataLoader:
+        points = torch.tensor(self.hparams.points, dtype=torch.float64)
+        items = [
+            {"key": f"point{i:04d}", "sample_id": f"point{i:04d}", "image": p, "label": -1}
+            for i, p in enumerate(points)
+            if f"point{i:04d}" not in self.exclude
+        ]
+        return DataLoader(items, batch_size=self.hparams.batch_size, collate_fn=collate)

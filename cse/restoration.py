@@ -24,7 +24,7 @@ from cse.operators import Measurement
 from cse.priors import CountingPrior, Prior
 from cse.records import ImageMetrics, Restoration
 from cse.samplers.common import Sampler, per_sample_norm
-from cse.seeding import generators_from_seeds, seed_from_key
+from cse.seeding import seed_from_key
 
 RESIDUAL_WARNING = 10.0  # warn when the final residual exceeds this many times the measurement's norm
 
@@ -73,9 +73,7 @@ class RestorationModule(LightningModule):
     def measure(self, images: Tensor, keys: list[str]) -> tuple[Tensor, Measurement]:
         """``y = measurement(x)``, each image's noise (and operator) from the seed of ``(seed, key)``;
         also the measurement fixed for these images."""
-        measurement = self.measurement.bind(self.operator_seeds(keys), images.shape)
-        noise = generators_from_seeds([seed_from_key(k, f"measurement:{self.seed}") for k in keys])
-        return measurement(images, noise), measurement
+        return self.measurement.measure_keys(images, keys, str(self.seed))
 
     def restore(self, prior: Prior, y: Tensor, control: Tensor, keys: list[str], image_shape: torch.Size) -> Tensor:
         """``[k, B, C, H, W]``: k restorations of each measurement, drawn in one sampler batch."""

@@ -23,8 +23,13 @@ class MatrixOperator(LinearOperator):
         self.register_buffer("A", A)
         self.register_buffer("A_pinv", torch.linalg.pinv(A))
 
+    @classmethod
+    def from_rows(cls, rows: list[list[float]]) -> MatrixOperator:
+        """From its rows, as a config gives them (float64)."""
+        return cls(torch.tensor(rows, dtype=torch.float64))
+
     def extra_repr(self) -> str:
-        return f"A={tuple(self.A.shape)}"
+        return f"A={self.A.tolist() if self.A.numel() <= 16 else tuple(self.A.shape)}"
 
     def _check(self, x: Tensor) -> Tensor:
         flat = x.reshape(x.shape[0], -1)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from cse.operators.base import Operator
 from cse.operators.noise import GaussianNoise, Noise
+from cse.seeding import generators_from_seeds, seed_from_key
 
 
 class Measurement(nn.Module):
@@ -30,6 +31,13 @@ class Measurement(nn.Module):
     def forward(self, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         """``y`` for images ``x`` ``[B, C, H, W]``; sample i's noise is drawn from ``generators[i]``."""
         return self.noise(self.operator(x), generators)
+
+    def measure_keys(self, images: Tensor, keys: Sequence[str], salt: str = "0") -> tuple[Tensor, Measurement]:
+        """``y`` of each image with its own random streams (its noise, and whatever its operator draws),
+        seeded by its key and ``salt``; and the measurement fixed for these images."""
+        measurement = self.bind([seed_from_key(k, f"operator:{salt}") for k in keys], images.shape)
+        noise = generators_from_seeds([seed_from_key(k, f"measurement:{salt}") for k in keys])
+        return measurement(images, noise), measurement
 
     def bind(self, seeds: Sequence[int], image_shape: Sequence[int]) -> Measurement:
         """The measurement with its operator fixed for these images (see ``Operator.bind``)."""

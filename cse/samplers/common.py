@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -34,6 +34,16 @@ def check_step_size(name: str, value: float) -> float:
     if not (value >= 0 and value < float("inf")):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return value
+
+
+StepScaling = Literal["constant", "noise_level"]
+
+
+def scaled_step(zeta: float, sigma: float, sigma_next: float, scaling: StepScaling) -> float:
+    """The guidance step at ``sigma -> sigma_next``: ``zeta`` (the papers') or, with
+    ``"noise_level"``, ``zeta (sigma^2 - sigma_next^2)``, the step score-based guidance takes, for
+    which DPS's implied likelihood weight is constant (see ``cse.analysis.scores``)."""
+    return zeta if scaling == "constant" else zeta * (sigma**2 - sigma_next**2)
 
 
 def per_sample_norm(x: Tensor) -> Tensor:

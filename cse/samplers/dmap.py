@@ -11,10 +11,12 @@ from cse.samplers.common import (
     Sampler,
     SamplingContext,
     Schedule,
+    StepScaling,
     ancestral_step,
     check_step_size,
     measurement_grad,
     project_to_sphere,
+    scaled_step,
     sphere_radius,
 )
 
@@ -54,7 +56,7 @@ class DMAP(Sampler):
     """DMAP with K = ``ascent_steps`` refinements per diffusion step.
 
     "DMAP (full)": K = 3 at the full step count. "DMAP (same)": K = 2 with half the steps and
-    twice ``zeta``: as many gradient evaluations as DPS.
+    twice ``zeta``: as many gradient evaluations as DPS. ``step_scaling`` as ``DPS``'s.
     """
 
     def __init__(
@@ -64,13 +66,18 @@ class DMAP(Sampler):
         ascent_steps: int = 3,
         eta: float = 1.0,
         schedule: Schedule | None = None,
+        step_scaling: StepScaling = "constant",
     ) -> None:
         super().__init__(num_steps, eta, schedule)
+        if step_scaling not in ("constant", "noise_level"):
+            raise ValueError(f"step_scaling must be 'constant' or 'noise_level', got {step_scaling!r}")
         if ascent_steps < 1:
             raise ValueError(f"ascent_steps must be >= 1, got {ascent_steps}")
         if eta == 0:
             raise ValueError("DMAP maximises over the sphere of the stochastic step; eta = 0 (DDIM) has none")
         self.zeta, self.ascent_steps = check_step_size("zeta", zeta), ascent_steps
+        self.step_scaling = step_scaling
 
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
-        return dmap(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.zeta, self.ascent_steps, ctx.eta)
+        zeta = scaled_step(self.zeta, sigma, sigma_next, self.step_scaling)
+        return dmap(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), zeta, self.ascent_steps, ctx.eta)

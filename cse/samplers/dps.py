@@ -10,9 +10,11 @@ from cse.samplers.common import (
     Sampler,
     SamplingContext,
     Schedule,
+    StepScaling,
     ancestral_step,
     check_step_size,
     measurement_grad,
+    scaled_step,
 )
 
 
@@ -35,14 +37,23 @@ def dps(
 class DPS(Sampler):
     """DPS with step size ``zeta`` on the non-squared residual (4.8 for SRx8, 0.6 for blur on SD2).
 
-    ``eta = 0`` is DPS on the DDIM solver (the paper's Table 9).
+    ``eta = 0`` is DPS on the DDIM solver (the paper's Table 9). ``step_scaling="noise_level"``
+    takes ``zeta (sigma^2 - sigma_next^2)`` at each step instead of a constant (see ``scaled_step``).
     """
 
     def __init__(
-        self, zeta: float = 1.0, num_steps: int = 500, eta: float = 1.0, schedule: Schedule | None = None
+        self,
+        zeta: float = 1.0,
+        num_steps: int = 500,
+        eta: float = 1.0,
+        schedule: Schedule | None = None,
+        step_scaling: StepScaling = "constant",
     ) -> None:
         super().__init__(num_steps, eta, schedule)
-        self.zeta = check_step_size("zeta", zeta)
+        if step_scaling not in ("constant", "noise_level"):
+            raise ValueError(f"step_scaling must be 'constant' or 'noise_level', got {step_scaling!r}")
+        self.zeta, self.step_scaling = check_step_size("zeta", zeta), step_scaling
 
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
-        return dps(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), self.zeta, ctx.eta)
+        zeta = scaled_step(self.zeta, sigma, sigma_next, self.step_scaling)
+        return dps(u, sigma, sigma_next, ctx.denoise, ctx.residual, ctx.noise(), zeta, ctx.eta)

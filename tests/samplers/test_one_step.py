@@ -247,3 +247,25 @@ def test_karras_sigmas():
     expected = (4.0 ** (1 / 7) + i / 99 * (0.002 ** (1 / 7) - 4.0 ** (1 / 7))) ** 7
     torch.testing.assert_close(sigmas[:-1], expected)
     assert sigmas[-1] == 0 and sigmas[0] == pytest.approx(4.0) and (sigmas[1:] < sigmas[:-1]).all()
+
+
+def test_noise_level_step_scaling_is_the_implied_likelihood_weight(setting):
+    """DPS(step_scaling="noise_level") takes zeta (sigma^2 - sigma_next^2): the same step as the
+    constant-step DPS at that zeta; by Proposition 1 its implied likelihood weight is then zeta itself."""
+    from cse.samplers import DMAP, DPS
+    from cse.samplers.common import scaled_step
+
+    prior, A, y, g = setting
+    sigma, sigma_next = 2.0, 1.2
+    u, z = sigma * torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    for sampler_class in (DPS, DMAP):
+        scaled, _ = sampler_class(0.25, step_scaling="noise_level").step(
+            u, sigma, sigma_next, context(prior, A, y, Stream(z))
+        )
+        constant, _ = sampler_class(0.25 * (sigma**2 - sigma_next**2)).step(
+            u, sigma, sigma_next, context(prior, A, y, Stream(z))
+        )
+        torch.testing.assert_close(scaled, constant, rtol=0, atol=0)
+        plain, _ = sampler_class(0.25).step(u, sigma, sigma_next, context(prior, A, y, Stream(z)))
+        assert not torch.allclose(plain, scaled)
+    assert scaled_step(0.25, sigma, sigma_next, "constant") == 0.25
