@@ -1,85 +1,140 @@
-"""Measure the paper's claims on digits and write docs/results-digits.md.
+"""Measure the paper's tables and observations on the digits priors; writes docs/results-digits.md.
 
-Every number comes from a `python -m cse predict` run made here (outputs/digits/...); runs that
-finished before are reused (predict skips what is written), so the script can be resumed.
+Every number comes from a `python -m cse predict` run made by this script (in this process), with
+the shipped checkpoints, on the 200 test digits, into outputs/results/...; a run already complete is
+reused (predict skips what is done and refuses to mix other settings), so the script resumes.
 
-    python scripts/digits_results.py                 # all tables (about an hour on 2 CPU cores)
-    python scripts/digits_results.py --only table4   # one part
+    python scripts/digits_results.py              # everything (hours on 2 CPU cores)
+    python scripts/digits_results.py --only table4 --tiers digits
 """
+
+from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
+import math
 from pathlib import Path
 
 import numpy as np
+import torch
+import yaml
 from PIL import Image
 
+import cse  # noqa: F401
+from cse.cli import main as cse_main
+
 ROOT = Path(__file__).resolve().parents[1]
-OPERATORS = ["sr4", "inpaint", "gblur"]
-METHODS = ["dps", "dsg", "dmap_same", "dmap_full", "cse", "dps_cse", "dmap_cse"]
-LABELS = {
-    "dps": "DPS",
-    "dsg": "DSG",
-    "dmap_same": "DMAP (same)",
-    "dmap_full": "DMAP (full)",
-    "cse": "CSE",
-    "dps_cse": "DPS + CSE",
-    "dmap_cse": "DMAP + CSE",
+CONFIGS = ROOT / "configs"
+OUT = ROOT / "outputs" / "results"
+TIERS = {"digits": ["sr4", "inpaint", "gblur", "nlblur"], "digits_latent": ["sr8", "inpaint", "gblur", "nlblur"]}
+METHODS = {  # label: (method file, with the task's CSE)
+    "DPS": ("dps", False),
+    "PSLD": ("psld", False),
+    "ReSample": ("resample", False),
+    "FreeDoM": ("freedom", False),
+    "DSG": ("dsg", False),
+    "DMAP (same)": ("dmap_same", False),
+    "DMAP (full)": ("dmap_full", False),
+    "CSE": ("ancestral", True),
+    "DPS + CSE": ("dps", True),
+    "DMAP (full) + CSE": ("dmap_full", True),
 }
 
 
-def predict(config: str, out: str, *overrides: str) -> dict:
-    """Run (or resume) one restoration and return its summary."""
-    args = [
-        f"--config={config}",
-        f"--model.init_args.output_dir={out}",
-        f"--trainer.default_root_dir={out}",
-        *overrides,
-    ]
-    result = subprocess.run([sys.executable, "-m", "cse", "predict", *args], cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"predict failed for {config} {overrides}:\n{result.stderr[-3000:]}")
-    return json.loads((ROOT / out / "summary.json").read_text())
+def predict(task: str, files: list[str], name: str, *overrides: str) -> dict:
+    """Run (or resume) one restoration: configs/<task>/task.yaml + the given config files."""
+    out = OUT / task / name
+    configs = [CONFIGS / task / "task.yaml", *(CONFIGS / f for f in files)]
+    cse_main(
+        [
+            "predict",
+            *(f"--config={c}" for c in configs),
+            f"--trainer.default_root_dir={out}",
+            "--trainer.enable_progress_bar=false",
+            *overrides,
+        ]
+    )
+    return json.loads((out / "summary.json").read_text())
 
 
-def table4() -> tuple[str, dict]:
+def sampling(task: str) -> dict:
+    return yaml.safe_load((CONFIGS / task / "task.yaml").read_text())["sampling"]
+
+
+def applies(task: str, method_file: str) -> bool:
+    text = (CONFIGS / "samplers" / f"{method_file}.yaml").read_text()
+    import re
+
+    return set(re.findall(r"\$\{sampling\.(\w+)\}", text)) <= set(sampling(task))
+
+
+def kid(s: dict) -> str:
+    return "–" if s.get("kid") is None else f"{s['kid']:.4f} ± {s['kid_std']:.4f}"
+
+
+# -- the tables ----------------------------------------------------------------------------------
+
+
+def table4(tier: str) -> tuple[list[str], dict]:
     rows = [
-        "| operator | method | PSNR ↑ | SSIM ↑ | residual ↓ | FID ↓ | KID ↓ | s / image | network evals / image |",
+        "| operator | method | PSNR ↑ | SSIM ↑ | residual ↓ | FID ↓ | KID ↓ | network evals / image | s / image |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     results = {}
-    for op in OPERATORS:
-        for method in METHODS:
-            extra = [f"--model.init_args.controlnet=checkpoints/digits/{op}_cse"] if method == "cse" else []
-            s = predict(f"configs/digits/{op}_{method}.yaml", f"outputs/digits/{op}/{method}", *extra)
-            results[(op, method)] = s
+    for op in TIERS[tier]:
+        task = f"{tier}/{op}"
+        for label, (method, with_cse) in METHODS.items():
+            if not applies(task, method):
+                rows.append(f"| {op} | {label} | n/a: {method} needs a linear operator | | | | | | |")
+                continue
+            files = [f"samplers/{method}.yaml"] + ([f"{task}/cse.yaml"] if with_cse else [])
+            s = predict(task, files, method + ("+cse" if with_cse else ""))
+            results[(op, label)] = s
             rows.append(
-                f"| {op} | {LABELS[method]} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['residual']:.3f} | {s['fid']:.2f} | "
-                f"{s['kid']:.4f} | {s['seconds']:.3f} | {s['network_evaluations']:.0f} |"
+                f"| {op} | {label} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['residual']:.3f} | {s['fid']:.2f} | {kid(s)} | "
+                f"{s['network_evaluations']:.0f} | {s['seconds']:.3f} |"
             )
             print(rows[-1], flush=True)
-    return "\n".join(rows), results
+    return rows, results
 
 
-def table5() -> tuple[str, dict]:
-    """DMAP on sr4 with diffusion steps x ascent steps held at 150 (zeta as tuned for N = 50, K = 3,
-    scaled by 50 / N as the "same" rule does)."""
-    config = "configs/digits/sr4_dmap_full.yaml"
-    import yaml
+def table9(tier: str) -> tuple[list[str], dict]:
+    """The solver (the paper's Table 9): DPS on the ancestral and on the DDIM solver; and the
+    step-size schedule: constant (the paper's) against zeta (sigma^2 - sigma_next^2)."""
+    rows = [
+        "| operator | DPS, ancestral | DPS, DDIM | DPS, step ∝ σ² − σ'² | DMAP (full) | DMAP (full), step ∝ σ² − σ'² |",
+        "|---|---|---|---|---|---|",
+    ]
+    results = {}
+    for op in TIERS[tier]:
+        task = f"{tier}/{op}"
+        runs = {
+            m: predict(task, [f"samplers/{m}.yaml"], m)
+            for m in ("dps", "dps_ddim", "dps_scaled", "dmap_full", "dmap_full_scaled")
+        }
+        results[op] = runs
+        rows.append(
+            f"| {op} | " + " | ".join(f"{runs[m]['psnr']:.2f} dB (FID {runs[m]['fid']:.2f})" for m in runs) + " |"
+        )
+        print(rows[-1], flush=True)
+    return rows, results
 
-    zeta = yaml.safe_load((ROOT / config).read_text())["model"]["init_args"]["sampler"]["init_args"]["zeta"]
+
+def table5() -> tuple[list[str], dict]:
+    """DMAP with diffusion steps x ascent steps held at 150 (pixel sr4); zeta scaled as the "same" rule."""
+    task = "digits/sr4"
+    zeta = sampling(task)["dmap_zeta"]
     rows = [
         "| diffusion steps N | ascent steps K | zeta | PSNR ↑ | SSIM ↑ | residual ↓ | FID ↓ |",
         "|---|---|---|---|---|---|---|",
     ]
     results = {}
     for steps, ascent in [(150, 1), (75, 2), (50, 3), (30, 5)]:
-        z = zeta * 50 / steps  # the "same" rule: zeta grows as the step count falls
+        z = zeta * 50 / steps
         s = predict(
-            config,
-            f"outputs/digits/table5/N{steps}_K{ascent}",
+            task,
+            ["samplers/dmap_full.yaml"],
+            f"table5-N{steps}-K{ascent}",
             f"--model.init_args.sampler.init_args.num_steps={steps}",
             f"--model.init_args.sampler.init_args.ascent_steps={ascent}",
             f"--model.init_args.sampler.init_args.zeta={z}",
@@ -89,109 +144,193 @@ def table5() -> tuple[str, dict]:
             f"| {steps} | {ascent} | {z:.3g} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['residual']:.3f} | {s['fid']:.2f} |"
         )
         print(rows[-1], flush=True)
-    return "\n".join(rows), results
+    return rows, results
 
 
-def table6() -> tuple[str, dict]:
-    """The CSE alone (and DMAP + CSE) on sr4, the CSE trained on 25 / 50 / 100 / all train digits."""
+def table6() -> tuple[list[str], dict]:
+    """The CSE alone and DMAP (full) + CSE on pixel sr4, the CSE trained on 25 / 50 / 100 / all digits."""
+    task = "digits/sr4"
     rows = [
-        "| CSE training images | CSE: PSNR ↑ | CSE: FID ↓ | DMAP + CSE: PSNR ↑ | DMAP + CSE: FID ↓ |",
+        "| CSE training digits | CSE: PSNR ↑ | CSE: FID ↓ | DMAP + CSE: PSNR ↑ | DMAP + CSE: FID ↓ |",
         "|---|---|---|---|---|",
     ]
     results = {}
     for count, folder in [(25, "sr4_cse_25"), (50, "sr4_cse_50"), (100, "sr4_cse"), (1597, "sr4_cse_full")]:
-        cse_only = predict(
-            "configs/digits/sr4_cse.yaml",
-            f"outputs/digits/table6/{folder}/cse",
-            f"--model.init_args.controlnet=checkpoints/digits/{folder}",
-        )
-        dmap = predict(
-            "configs/digits/sr4_dmap_cse.yaml",
-            f"outputs/digits/table6/{folder}/dmap_cse",
-            f"--model.init_args.controlnet=checkpoints/digits/{folder}",
-        )
-        results[count] = (cse_only, dmap)
-        rows.append(
-            f"| {count} | {cse_only['psnr']:.2f} | {cse_only['fid']:.2f} | {dmap['psnr']:.2f} | {dmap['fid']:.2f} |"
-        )
+        attach = f"--model.init_args.prior.init_args.controlnet=checkpoints/digits/{folder}"
+        alone = predict(task, ["samplers/ancestral.yaml"], f"table6-{folder}-cse", attach)
+        dmap = predict(task, ["samplers/dmap_full.yaml"], f"table6-{folder}-dmap", attach)
+        results[count] = (alone, dmap)
+        rows.append(f"| {count} | {alone['psnr']:.2f} | {alone['fid']:.2f} | {dmap['psnr']:.2f} | {dmap['fid']:.2f} |")
         print(rows[-1], flush=True)
-    return "\n".join(rows), results
+    return rows, results
 
 
-def observation3() -> tuple[str, dict]:
-    """Per-pixel std over 50 samples of one sr4 measurement: DPS vs the well-trained conditional reference."""
-    results = {}
-    for name, config, extra in [
-        ("DPS", "configs/digits/sr4_dps.yaml", []),
-        (
-            "conditional reference (CSE on all train digits)",
-            "configs/digits/sr4_cse.yaml",
-            ["--model.init_args.controlnet=checkpoints/digits/sr4_cse_full"],
-        ),
-    ]:
-        folder = "dps" if name == "DPS" else "reference"
-        out = f"outputs/digits/observation3/{folder}"
-        s = predict(
-            config,
-            out,
-            "--model.init_args.samples_per_image=50",
-            "--data.init_args.predict_count=4",
-            "--model.init_args.fid=false",
-            *extra,
+# -- the observations ------------------------------------------------------------------------------
+
+
+def observations(tier: str) -> tuple[list[str], dict]:
+    """Table 1 (end quality of DPS at each probed zeta), Figure 1 (score error) and Table 2 (score
+    mean) against the full-split CSE, and Table 3 (diversity) for every operator of the tier."""
+    lines, results = [], {}
+    for op in TIERS[tier]:
+        task = f"{tier}/{op}"
+        zetas = sampling(task)["observe_zetas"]
+        reference = f"{task}/reference.yaml"
+        end = {z: predict(task, ["samplers/dps.yaml"], f"dps-zeta{z:g}", f"--sampling.dps_zeta={z}") for z in zetas}
+        end["reference"] = predict(task, ["samplers/ancestral.yaml", reference], "ancestral+reference")
+        error = predict(task, ["observations/score_error.yaml", reference], "score_error")
+        means = predict(
+            task, ["observations/score_mean.yaml", reference], "score_mean", "--data.init_args.predict_count=50"
         )
-        maps = sorted((ROOT / out / "diversity").rglob("*.png"))
-        docs = ROOT / "docs" / "img"
-        docs.mkdir(parents=True, exist_ok=True)
-        strip = np.concatenate([np.asarray(Image.open(m).resize((64, 64), Image.NEAREST)) for m in maps], axis=1)
-        Image.fromarray(strip).save(docs / f"digits-diversity-{folder}.png")
-        results[name] = s
-    rows = ["| sampler | mean per-pixel std over 50 samples (4 measurements) |", "|---|---|"]
-    rows += [f"| {name} | {s['diversity']:.4f} |" for name, s in results.items()]
-    return "\n".join(rows), results
+        diversity = {
+            "DPS": predict(task, ["samplers/dps.yaml", "observations/diversity.yaml"], "diversity-dps"),
+            "DSG": predict(task, ["samplers/dsg.yaml", "observations/diversity.yaml"], "diversity-dsg"),
+            "DMAP (full)": predict(task, ["samplers/dmap_full.yaml", "observations/diversity.yaml"], "diversity-dmap"),
+            "reference": predict(
+                task, ["samplers/ancestral.yaml", reference, "observations/diversity.yaml"], "diversity-reference"
+            ),
+        }
+        results[op] = {"end": end, "error": error, "means": means, "diversity": diversity}
+        figure = ROOT / "docs" / "img" / f"score-error-{tier}-{op}.png"
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        figure.write_bytes((OUT / task / "score_error" / "plot.png").read_bytes())
+        strip(task, list(diversity), ROOT / "docs" / "img" / f"diversity-{tier}-{op}.png")
+        lines += observation_section(tier, op, zetas, results[op])
+        print("\n".join(lines[-12:]), flush=True)
+    return lines, results
 
 
-def verdicts(t4: dict, t5: dict, t6: dict, o3: dict) -> list[str]:
-    """Plain statements, each computed from the measured numbers."""
+def strip(task: str, names: list[str], path: Path) -> None:
+    """The diversity heat maps of each sampler, one row per sampler, on one scale."""
+    folders = {
+        "DPS": "diversity-dps",
+        "DSG": "diversity-dsg",
+        "DMAP (full)": "diversity-dmap",
+        "reference": "diversity-reference",
+    }
+    rows = []
+    for name in names:
+        maps = sorted((OUT / task / folders[name] / "diversity").glob("*.png"))
+        rows.append(np.concatenate([np.asarray(Image.open(m).resize((64, 64), Image.NEAREST)) for m in maps], axis=1))
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def observation_section(tier: str, op: str, zetas: list[float], r: dict) -> list[str]:
+    error, means = r["error"], r["means"]
+    last_mean = lambda name: float(np.mean(error[name]["mean"]))  # noqa: E731
+    lines = [
+        f"### {op}",
+        "",
+        "Table 1 analogue (DPS at each step size; the reference: the full-split CSE alone):",
+        "",
+        "| ζ | PSNR ↑ | SSIM ↑ | FID ↓ | KID ↓ | score error, mean over steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for z in zetas:
+        s = r["end"][z]
+        lines.append(
+            f"| {z:g} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['fid']:.2f} | {kid(s)} | {last_mean(f'dps_{z:g}'):.3g} |"
+        )
+    ref = r["end"]["reference"]
+    lines.append(f"| reference | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {ref['fid']:.2f} | {kid(ref)} | – |")
+    lines.append(f"| unconditional score | | | | | {last_mean('uncond'):.3g} |")
+    lines += ["", f"Figure 1 analogue: ![score error](img/score-error-{tier}-{op}.png)", ""]
+    lines += ["Table 2 analogue (first step, 64 draws of x_T for each of 50 measurements):", ""]
+    lines += ["| score | mean abs(E[s]) | Monte-Carlo floor |", "|---|---|---|"]
+    for name, value in means.items():
+        if isinstance(value, dict):
+            lines.append(f"| {name} | {value['abs_mean']:.4g} | {value['floor']:.4g} |")
+    lines += ["", "Table 3 analogue (per-pixel std over 50 samples, 4 measurements, images on [-1, 1]):", ""]
+    lines += ["| sampler | mean per-pixel std |", "|---|---|"]
+    lines += [f"| {name} | {s['diversity']:.4f} |" for name, s in r["diversity"].items()]
+    lines += [
+        "",
+        f"Heat maps (rows: {', '.join(r['diversity'])}; black 0, white 0.5): ![diversity](img/diversity-{tier}-{op}.png)",
+        "",
+    ]
+    return lines
+
+
+def autoencoder_psnr() -> float:
+    """The latent prior's autoencoder on the 200 test digits (32 px): PSNR of decode(encode(x))."""
+    from cse.data import ImageDataModule
+    from cse.metrics import psnr
+    from cse.priors import DiffusersPrior
+
+    prior = DiffusersPrior.from_pretrained(ROOT / "checkpoints/digits_latent/prior")
+    data = ImageDataModule(predict=str(ROOT / "data/digits32/test"), image_size=32, batch_size=200, num_workers=0)
+    batch = next(iter(data.predict_dataloader()))
+    with torch.no_grad():
+        return float(psnr(prior.decode(prior.encode(batch["image"])), batch["image"]).mean())
+
+
+# -- verdicts ------------------------------------------------------------------------------------
+
+
+def verdicts(t4: dict, tier: str) -> list[str]:
     lines = []
-    for op in OPERATORS:
-        psnr = {m: t4[(op, m)]["psnr"] for m in METHODS}
+    for op in TIERS[tier]:
+        psnr = {label: s["psnr"] for (o, label), s in t4.items() if o == op}
         best = max(psnr, key=psnr.get)
+        baseline_best = max((label for label in psnr if label in ("DPS", "PSLD", "ReSample", "FreeDoM")), key=psnr.get)
         lines.append(
-            f"- {op}: the best PSNR is {LABELS[best]} ({psnr[best]:.2f} dB). "
-            f"DMAP (full) {'beats' if psnr['dmap_full'] > psnr['dps'] else 'does not beat'} DPS ({psnr['dmap_full']:.2f} vs {psnr['dps']:.2f}); "
-            f"the CSE {'lifts' if psnr['dps_cse'] > psnr['dps'] else 'does not lift'} DPS ({psnr['dps_cse']:.2f} vs {psnr['dps']:.2f}) "
-            f"and {'lifts' if psnr['dmap_cse'] > psnr['dmap_full'] else 'does not lift'} DMAP ({psnr['dmap_cse']:.2f} vs {psnr['dmap_full']:.2f})."
-        )
-    if t6:
-        counts = sorted(t6)
-        trend = [t6[c][0]["psnr"] for c in counts]
-        lines.append(
-            f"- Table 6: the CSE alone goes from {trend[0]:.2f} dB ({counts[0]} images) to {trend[-1]:.2f} dB (all); "
-            f"{'more' if trend[-1] > trend[0] else 'no more'} data helps, as the paper reports."
-        )
-    if o3:
-        (dps_name, dps), (ref_name, ref) = list(o3.items())
-        ratio = dps["diversity"] / ref["diversity"]
-        agree = "agrees with" if ratio < 1 else "does not agree with"
-        lines.append(
-            f"- Observation III: DPS's samples vary {ratio:.2f}x as much per pixel as the reference's; this {agree} the paper's claim that DPS has low diversity."
+            f"- {op}: best PSNR {best} ({psnr[best]:.2f} dB); best baseline {baseline_best} ({psnr[baseline_best]:.2f}); "
+            f"DMAP (full) {psnr['DMAP (full)']:.2f} vs DPS {psnr['DPS']:.2f}; "
+            f"the CSE {'lifts' if psnr['DPS + CSE'] > psnr['DPS'] else 'does not lift'} DPS ({psnr['DPS + CSE']:.2f}) and "
+            f"{'lifts' if psnr['DMAP (full) + CSE'] > psnr['DMAP (full)'] else 'does not lift'} DMAP ({psnr['DMAP (full) + CSE']:.2f})."
         )
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["table4", "table5", "table6", "observation3"])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiers", nargs="+", default=list(TIERS), choices=list(TIERS))
+    parser.add_argument("--only", nargs="+", default=["table4", "table9", "table5", "table6", "observations"])
     args = parser.parse_args()
-    parts = {"table4": table4, "table5": table5, "table6": table6, "observation3": observation3}
-    done = {name: fn() for name, fn in parts.items() if args.only in (None, name)}
-    if args.only is not None:
-        return
-    (t4, r4), (t5, r5), (t6, r6), (o3, r3) = done["table4"], done["table5"], done["table6"], done["observation3"]
-    body = (ROOT / "docs" / "results-digits.template.md").read_text()
-    body = body.format(table4=t4, table5=t5, table6=t6, observation3=o3, verdicts="\n".join(verdicts(r4, r5, r6, r3)))
-    (ROOT / "docs" / "results-digits.md").write_text(body)
-    print("wrote docs/results-digits.md")
+    done = {}
+    for tier in args.tiers:
+        for part in ("table4", "table9", "observations"):
+            if part in args.only:
+                done[(tier, part)] = {"table4": table4, "table9": table9, "observations": observations}[part](tier)
+    for part, fn in (("table5", table5), ("table6", table6)):
+        if part in args.only and "digits" in args.tiers:
+            done[("digits", part)] = fn()
+    (ROOT / "docs" / "results-digits.json").write_text(
+        json.dumps({f"{k[0]}:{k[1]}": v[0] for k, v in done.items()}, indent=1)
+    )
+    if len(done) == len(args.tiers) * 3 + 2 * ("digits" in args.tiers):
+        write_report(done, autoencoder_psnr() if "digits_latent" in args.tiers else math.nan)
+
+
+def write_report(done: dict, vae_psnr: float) -> None:
+    lines = ["# The paper's claims, measured on digits", ""]
+    for tier in TIERS:
+        if (tier, "table4") not in done:
+            continue
+        lines += [
+            f"## {tier}: Table 4",
+            "",
+            *done[(tier, "table4")][0],
+            "",
+            *verdicts(done[(tier, "table4")][1], tier),
+            "",
+        ]
+        lines += [f"## {tier}: the solver and the step-size schedule", "", *done[(tier, "table9")][0], ""]
+        lines += [f"## {tier}: Observations I-III", "", *done[(tier, "observations")][0], ""]
+    if ("digits", "table5") in done:
+        lines += [
+            "## Table 5",
+            "",
+            *done[("digits", "table5")][0],
+            "",
+            "## Table 6",
+            "",
+            *done[("digits", "table6")][0],
+            "",
+        ]
+    if not math.isnan(vae_psnr):
+        lines += [f"The latent prior's autoencoder reconstructs the test digits at {vae_psnr:.2f} dB PSNR.", ""]
+    (ROOT / "docs" / "results-digits.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,18 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TASKS = [f"digits/{op}" for op in ("sr4", "inpaint", "gblur", "nlblur")]
 TASKS += [f"digits_latent/{op}" for op in ("sr8", "inpaint", "gblur", "nlblur")]
-METHODS = ["dps", "dsg", "dmap_full", "dmap_same", "psld", "freedom", "resample", "dps_ddim"]
+METHODS = [
+    "dps",
+    "dsg",
+    "dmap_full",
+    "dmap_same",
+    "psld",
+    "freedom",
+    "resample",
+    "dps_ddim",
+    "dps_scaled",
+    "dmap_full_scaled",
+]
 NOT_STEP_SIZES = {"num_steps", "half_steps", "psld_gamma"}
 TUNING_COUNT = 32  # the last 32 train digits in key order
 
