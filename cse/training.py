@@ -47,16 +47,27 @@ def seeded_loss(
     return prior.loss(x0, t.to(x0.device), randn(draws, x0.shape[1:], like=x0), control).mean()
 
 
-def check_export_dir(path: Path, overwrite: bool) -> None:
-    """Refuse, before training, to export into a folder that holds files (unless asked to)."""
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"the export folder {path} is not empty; choose another export_dir, or set overwrite_export=true "
-            "to replace what is there"
-        )
+class ExportsWhenDone:
+    """For trainers that save what they trained at the end: into ``export_dir``, by default
+    ``<default_root_dir>/<export_name>``, refusing before training a folder that holds files unless
+    ``overwrite_export`` (hyper-parameters of the module)."""
+
+    export_name = "model"
+
+    def export_path(self) -> Path:
+        given = self.hparams.export_dir
+        return Path(given) if given else Path(self.trainer.default_root_dir) / self.export_name
+
+    def setup(self, stage: str) -> None:
+        path = self.export_path()
+        if stage == "fit" and path.is_dir() and any(path.iterdir()) and not self.hparams.overwrite_export:
+            raise FileExistsError(
+                f"the export folder {path} is not empty; choose another export_dir, or set overwrite_export=true "
+                "to replace what is there"
+            )
 
 
-class CSEModule(LightningModule):
+class CSEModule(ExportsWhenDone, LightningModule):
     """Train the conditional score estimator: a ControlNet beside the frozen prior, conditioned on
     the control image of a synthesised measurement (the paper's Sec. 4 and Appendix B.2; diffusers'
     ``train_controlnet.py``). Per batch: images x -> y = measurement(x) -> control = lift(y);
@@ -75,6 +86,8 @@ class CSEModule(LightningModule):
         validation_steps: ancestral steps of the restorations logged at validation.
         seed: all training randomness derives from it, the epoch and each sample id.
     """
+
+    export_name = "controlnet"
 
     def __init__(
         self,
@@ -108,14 +121,6 @@ class CSEModule(LightningModule):
             if module is not None:
                 module.eval()
         return self
-
-    def export_path(self) -> Path:
-        given = self.hparams.export_dir
-        return Path(given) if given else Path(self.trainer.default_root_dir) / "controlnet"
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            check_export_dir(self.export_path(), self.hparams.overwrite_export)
 
     def measure(self, images: Tensor, sample_ids: list[str], salt: str) -> Tensor:
         """``y`` of each image, its noise (and operator randomness) seeded per sample id."""
@@ -187,7 +192,7 @@ def load_vae(path: str) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(folder).requires_grad_(False).eval()
 
 
-class PriorModule(LightningModule):
+class PriorModule(ExportsWhenDone, LightningModule):
     """Train a diffusion prior from scratch: any diffusers ``UNet2DConditionModel`` (given in the
     config), in pixel space or, with ``vae``, on the latents of a trained ``AutoencoderKL`` (a
     posterior draw per image, as diffusers trains SD); SD2's schedule and the prior's own loss; an
@@ -198,6 +203,8 @@ class PriorModule(LightningModule):
     Args:
         vae: folder of a trained, frozen ``AutoencoderKL`` (None: a pixel-space prior).
     """
+
+    export_name = "prior"
 
     def __init__(
         self,
@@ -223,14 +230,6 @@ class PriorModule(LightningModule):
         if self.prior.vae is not None:
             self.prior.vae.eval()
         return self
-
-    def export_path(self) -> Path:
-        given = self.hparams.export_dir
-        return Path(given) if given else Path(self.trainer.default_root_dir) / "prior"
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            check_export_dir(self.export_path(), self.hparams.overwrite_export)
 
     def x0(self, prior: DiffusersPrior, batch: Batch, salt: str) -> Tensor:
         """The images, or for a latent prior a posterior draw of their latents, seeded per sample."""
@@ -270,7 +269,7 @@ class PriorModule(LightningModule):
         save_pipeline_folder(self.export_path(), self.ema.module, self.scheduler, self.prior.vae)
 
 
-class AutoencoderModule(LightningModule):
+class AutoencoderModule(ExportsWhenDone, LightningModule):
     """Train a diffusers ``AutoencoderKL`` for a latent prior: reconstruction MSE plus ``kl_weight``
     times the KL divergence of its posterior to N(0, I), the decoder seeing a posterior draw seeded
     per sample. At the end its ``scaling_factor`` is set to 1 / std of the latents of the training
@@ -280,6 +279,8 @@ class AutoencoderModule(LightningModule):
     Args (the architecture, as ``AutoencoderKL``'s; images shrink by 2 per level after the first):
         block_out_channels, latent_channels, layers_per_block, norm_num_groups, sample_size.
     """
+
+    export_name = "vae"
 
     def __init__(
         self,
@@ -307,14 +308,6 @@ class AutoencoderModule(LightningModule):
             norm_num_groups=norm_num_groups,
             sample_size=sample_size,
         )
-
-    def export_path(self) -> Path:
-        given = self.hparams.export_dir
-        return Path(given) if given else Path(self.trainer.default_root_dir) / "vae"
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            check_export_dir(self.export_path(), self.hparams.overwrite_export)
 
     def reconstruct(self, batch: Batch, salt: str) -> tuple[Tensor, Tensor]:
         posterior = self.vae.encode(batch["image"]).latent_dist

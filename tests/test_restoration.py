@@ -358,3 +358,15 @@ def test_written_files_are_readable_by_others_and_the_grid_is_labelled(tiny_late
         assert path.stat().st_mode & 0o777 == 0o644, path
     grid = Image.open(tmp_path / "grid.png")
     assert grid.height >= 3 * 96 and grid.width >= 2 * 96 + 100  # three labelled rows a person can see
+
+
+def test_the_base_model_ablation_swaps_only_the_prior(capsys):
+    """configs/sd15.yaml (the paper's Table 9) added to a cell replaces SD2-base by SD 1.5."""
+    with pytest.raises(SystemExit):
+        main(["predict", *configs("sr8", "samplers/dps.yaml", "sd15.yaml"), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (
+        printed["model"]["init_args"]["prior"]["init_args"]["id_or_path"]
+        == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    )
+    assert printed["model"]["init_args"]["sampler"]["init_args"]["zeta"] == 4.8

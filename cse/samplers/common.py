@@ -39,6 +39,12 @@ def check_step_size(name: str, value: float) -> float:
 StepScaling = Literal["constant", "noise_level"]
 
 
+def check_step_scaling(scaling: str) -> StepScaling:
+    if scaling not in ("constant", "noise_level"):
+        raise ValueError(f"step_scaling must be 'constant' or 'noise_level', got {scaling!r}")
+    return scaling
+
+
 def scaled_step(zeta: float, sigma: float, sigma_next: float, scaling: StepScaling) -> float:
     """The guidance step at ``sigma -> sigma_next``: ``zeta`` (the papers') or, with
     ``"noise_level"``, ``zeta (sigma^2 - sigma_next^2)``, the step score-based guidance takes, for

@@ -13,6 +13,7 @@ from cse.samplers.common import (
     Schedule,
     StepScaling,
     ancestral_step,
+    check_step_scaling,
     check_step_size,
     measurement_grad,
     project_to_sphere,
@@ -69,14 +70,12 @@ class DMAP(Sampler):
         step_scaling: StepScaling = "constant",
     ) -> None:
         super().__init__(num_steps, eta, schedule)
-        if step_scaling not in ("constant", "noise_level"):
-            raise ValueError(f"step_scaling must be 'constant' or 'noise_level', got {step_scaling!r}")
         if ascent_steps < 1:
             raise ValueError(f"ascent_steps must be >= 1, got {ascent_steps}")
         if eta == 0:
             raise ValueError("DMAP maximises over the sphere of the stochastic step; eta = 0 (DDIM) has none")
         self.zeta, self.ascent_steps = check_step_size("zeta", zeta), ascent_steps
-        self.step_scaling = step_scaling
+        self.step_scaling = check_step_scaling(step_scaling)
 
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
         zeta = scaled_step(self.zeta, sigma, sigma_next, self.step_scaling)

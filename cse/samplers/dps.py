@@ -12,6 +12,7 @@ from cse.samplers.common import (
     Schedule,
     StepScaling,
     ancestral_step,
+    check_step_scaling,
     check_step_size,
     measurement_grad,
     scaled_step,
@@ -50,9 +51,7 @@ class DPS(Sampler):
         step_scaling: StepScaling = "constant",
     ) -> None:
         super().__init__(num_steps, eta, schedule)
-        if step_scaling not in ("constant", "noise_level"):
-            raise ValueError(f"step_scaling must be 'constant' or 'noise_level', got {step_scaling!r}")
-        self.zeta, self.step_scaling = check_step_size("zeta", zeta), step_scaling
+        self.zeta, self.step_scaling = check_step_size("zeta", zeta), check_step_scaling(step_scaling)
 
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
         zeta = scaled_step(self.zeta, sigma, sigma_next, self.step_scaling)

@@ -5,7 +5,6 @@ from itertools import pairwise
 import pytest
 import torch
 
-from cse.operators import MatrixOperator
 from cse.priors import DiscreteSchedule, GaussianMixturePrior
 from cse.samplers import DMAP, DPS, DSG, Ancestral
 from cse.samplers.common import ancestral_step, per_sample_norm
@@ -124,16 +123,6 @@ def test_ancestral_on_the_exact_posterior_reproduces_it_in_16d():
 
 
 # -- guided samplers -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def problem():
-    g = torch.Generator().manual_seed(0)
-    prior = GaussianMixturePrior(2 * torch.randn(3, 16, generator=g), std=0.5)
-    A = MatrixOperator(torch.randn(6, 16, generator=g) / 4)
-    x = prior.sample(32, g)
-    y = A(x) + 0.05 * torch.randn(32, 6, generator=g)
-    return prior, A, y
 
 
 def test_dps_with_zero_step_is_ancestral(problem):

@@ -10,7 +10,7 @@ import torch
 
 from cse.operators import MatrixOperator
 from cse.operators.base import Operator
-from cse.priors import GaussianMixturePrior, KarrasSchedule
+from cse.priors import KarrasSchedule
 from cse.samplers import SAMPLERS, Ancestral
 from cse.samplers.common import per_sample_norm
 
@@ -24,16 +24,6 @@ def build(sampler_class, num_steps=50, **extra):
 
 
 GUIDED = [s for s in SAMPLERS if s.guided]
-
-
-@pytest.fixture(scope="module")
-def problem():
-    g = torch.Generator().manual_seed(0)
-    prior = GaussianMixturePrior(2 * torch.randn(3, 16, generator=g), std=0.5)
-    A = MatrixOperator(torch.randn(6, 16, generator=g) / 4)
-    x = prior.sample(32, g)
-    y = A(x) + 0.05 * torch.randn(32, 6, generator=g)
-    return prior, A, y
 
 
 @pytest.mark.parametrize("sampler_class", SAMPLERS, ids=lambda c: c.__name__)
