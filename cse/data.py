@@ -23,28 +23,17 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
 from cse.images import IMAGE_SUFFIXES, decode_image, eval_transform, image_problem, to_tensor
+from cse.records import Batch
 from cse.seeding import seed_from_key
-
-
-class Batch(TypedDict):
-    """What every data loader of the project yields."""
-
-    key: list[str]  # the image's key (relative path or shard key)
-    sample_id: list[str]  # the key, or ``key#r`` for the r-th repetition of an image in an epoch
-    image: Tensor  # [B, 3, H, W] on [-1, 1]
-    label: Tensor  # [B] int64 (-1 where the data module reads no labels)
-    skipped: list[tuple[str, str]]  # (key, reason) of this batch's samples that could not be used
-
 
 # -- where the samples are ------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""What a restoration produces per image, as typed records passed from the predict step to the writer."""
+"""The typed records passed between the project's parts: a batch of images from the data, and what
+a restoration produces per image, from the predict step to the writer."""
 
 from __future__ import annotations
 
@@ -6,6 +7,16 @@ from dataclasses import dataclass, field
 from typing import NotRequired, TypedDict
 
 from torch import Tensor
+
+
+class Batch(TypedDict):
+    """What every data loader of the project yields."""
+
+    key: list[str]  # the image's key (relative path or shard key)
+    sample_id: list[str]  # the key, or ``key#r`` for the r-th repetition of an image in an epoch
+    image: Tensor  # [B, 3, H, W] on [-1, 1]
+    label: Tensor  # [B] int64 (-1 where the data module reads no labels)
+    skipped: list[tuple[str, str]]  # (key, reason) of this batch's samples that could not be used
 
 
 class ImageMetrics(TypedDict):

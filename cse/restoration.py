@@ -18,11 +18,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from cse.data import Batch
 from cse.metrics import diversity, psnr, ssim
 from cse.operators import Measurement
 from cse.priors import CountingPrior, Prior
-from cse.records import ImageMetrics, Restoration
+from cse.records import Batch, ImageMetrics, Restoration
 from cse.samplers.common import Sampler, per_sample_norm
 from cse.seeding import seed_from_key
 

@@ -20,7 +20,6 @@ from safetensors.torch import save_file
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from cse.data import Batch
 from cse.features import DigitsClassifier
 from cse.images import labelled_grid
 from cse.metrics import psnr
@@ -28,6 +27,7 @@ from cse.operators import Measurement
 from cse.paths import project_path, where
 from cse.priors.diffusers_prior import DiffusersPrior, save_pipeline_folder, sd_scheduler
 from cse.priors.schedule import DiscreteSchedule
+from cse.records import Batch
 from cse.samplers import Ancestral
 from cse.seeding import generators_from_seeds, randn, seed_from_key
 

@@ -21,9 +21,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from cse.analysis.scores import score_errors, score_means
-from cse.data import Batch
 from cse.operators import GaussianNoise, MatrixOperator, Measurement
 from cse.priors import GaussianMixturePrior, Prior
+from cse.records import Batch
 from cse.samplers.common import Denoiser, measurement_residual
 from cse.seeding import PerSampleNoise, seed_from_key
 
