@@ -65,10 +65,6 @@ class RestorationModule(LightningModule):
             "seed": self.seed,
         }
 
-    def operator_seeds(self, keys: list[str]) -> list[int]:
-        """Seeds of whatever the operator draws per image (a nonlinear blur's kernel)."""
-        return [seed_from_key(k, f"operator:{self.seed}") for k in keys]
-
     def measure(self, images: Tensor, keys: list[str]) -> tuple[Tensor, Measurement]:
         """``y = measurement(x)``, each image's noise (and operator) from the seed of ``(seed, key)``;
         also the measurement fixed for these images."""
@@ -79,7 +75,7 @@ class RestorationModule(LightningModule):
         k = self.samples_per_image
         seeds = [seed_from_key(key, f"sample:{self.seed}:{j}") for j in range(k) for key in keys]
         repeat = lambda t: t.repeat(k, *[1] * (t.ndim - 1))  # noqa: E731
-        operator = self.measurement.bind(self.operator_seeds(keys) * k, image_shape).operator
+        operator = self.measurement.bind_keys(keys * k, image_shape, str(self.seed)).operator
         uses_cse = getattr(self.prior, "controlnet", None) is not None
         with self.step_progress() as progress:
             x = self.sampler(
@@ -146,13 +142,10 @@ class RestorationModule(LightningModule):
         """One sampler step, at the middle of the trajectory, for one image (its memory peak)."""
         y, measurement = self.measure(image, ["probe"])
         control = measurement.lift(y) if getattr(self.prior, "controlnet", None) is not None else None
-        ctx = self.sampler.context(
-            self.prior, measurement.operator, y, [0], control, self.prior.state_shape(image.shape)
+        shape = self.prior.state_shape(image.shape)
+        self.sampler.middle_step(
+            self.prior, self.sampler.context(self.prior, measurement.operator, y, [0], control, shape)
         )
-        sigmas = self.sampler.sigmas(self.prior)
-        middle = len(sigmas) // 2
-        ctx.index = middle
-        self.sampler.step(sigmas[middle] * ctx.noise(), sigmas[middle], sigmas[middle + 1], ctx)
 
     def restore_batch(self, keys: list[str], images: Tensor) -> Restoration:
         if not keys:

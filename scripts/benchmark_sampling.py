@@ -130,16 +130,14 @@ def one_step(sampler: Sampler, prior, operator, y, shape, kind: str = "step", ct
     """Run one step of ``kind`` at the middle of the trajectory (in ``ctx``, a run's context, whose
     noise is drawn in blocks as in a real run); returns its output."""
     ctx = ctx or sampler.context(prior, operator, y, list(range(len(y))), None, shape)
-    sigmas = sampler.sigmas(prior)
-    middle = len(sigmas) // 2
-    ctx.index = middle
-    u = sigmas[middle] * ctx.noise()
-    if kind == "consistency":  # one iteration of ReSample's optimiser: ||A(D(z)) - y||^2, forward and backward
-        z = (u / (1 + sigmas[middle] ** 2) ** 0.5).detach().requires_grad_(True)
-        with torch.enable_grad():
-            (operator(prior.decode(z)) - y).square().flatten(1).mean(1).sum().backward()
-        return z.grad
-    return sampler.step(u, sigmas[middle], sigmas[middle + 1], ctx)[0]
+    if kind != "consistency":
+        return sampler.middle_step(prior, ctx)
+    # one iteration of ReSample's optimiser: ||A(D(z)) - y||^2, forward and backward
+    sigma = sampler.sigmas(prior)[sampler.num_steps // 2]
+    z = (sigma * ctx.noise() / (1 + sigma**2) ** 0.5).detach().requires_grad_(True)
+    with torch.enable_grad():
+        (operator(prior.decode(z)) - y).square().flatten(1).mean(1).sum().backward()
+    return z.grad
 
 
 def count_flops(scale: str, method: str, batch: int = 1) -> dict[str, float]:

@@ -35,9 +35,13 @@ class Measurement(nn.Module):
     def measure_keys(self, images: Tensor, keys: Sequence[str], salt: str = "0") -> tuple[Tensor, Measurement]:
         """``y`` of each image with its own random streams (its noise, and whatever its operator draws),
         seeded by its key and ``salt``; and the measurement fixed for these images."""
-        measurement = self.bind([seed_from_key(k, f"operator:{salt}") for k in keys], images.shape)
+        measurement = self.bind_keys(keys, images.shape, salt)
         noise = generators_from_seeds([seed_from_key(k, f"measurement:{salt}") for k in keys])
         return measurement(images, noise), measurement
+
+    def bind_keys(self, keys: Sequence[str], image_shape: Sequence[int], salt: str = "0") -> Measurement:
+        """``bind`` with the seeds ``measure_keys`` uses: the operator of each key's image, fixed."""
+        return self.bind([seed_from_key(k, f"operator:{salt}") for k in keys], image_shape)
 
     def bind(self, seeds: Sequence[int], image_shape: Sequence[int]) -> Measurement:
         """The measurement with its operator fixed for these images (see ``Operator.bind``)."""

@@ -198,6 +198,14 @@ class Sampler(ABC):
             num_steps=self.num_steps,
         )
 
+    def middle_step(self, prior: Prior, ctx: SamplingContext) -> Tensor:
+        """One step at the middle of the trajectory from a fresh state: what a step costs (time,
+        memory), measured without running a whole trajectory."""
+        sigmas = self.sigmas(prior)
+        ctx.index = len(sigmas) // 2
+        sigma, sigma_next = sigmas[ctx.index], sigmas[ctx.index + 1]
+        return self.step(sigma * ctx.noise(), sigma, sigma_next, ctx)[0]
+
     def sigmas(self, prior: Prior) -> list[float]:
         """The ``num_steps + 1`` noise levels of a run, ending in 0."""
         return (self.schedule or prior.schedule).sigmas(self.num_steps).tolist()
