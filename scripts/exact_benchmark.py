@@ -5,7 +5,7 @@
 
 Problems: the paper's toy example (Appendix A.4) as stated, its noisy and y = 0 variants, and a
 64-D mixture whose modes a random linear operator cannot tell apart. Each method's step size is
-chosen by one procedure for all (powers of 2, extended while the best sits at an edge) on separate
+chosen by one procedure for all (powers of 4, extended while the best sits at an edge) on separate
 measurements of the same prior, by the energy distance to the exact posterior; then each method is
 scored on the problem's own measurement, over independent repeats (mean ± std), against two sets of
 exact posterior samples (the noise floor). "+ exact CSE" runs a method on the exact posterior
@@ -270,11 +270,21 @@ def table(problem: ExactProblem, results: dict, reference: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="small sample sizes, for a smoke run")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from results-exact.json")
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
-    n, repeats, tune_n, tune_count = (300, 2, 200, 1) if args.quick else (2000, 3, 500, 2)
     problems = [toy_problem("paper"), toy_problem("noisy"), toy_problem("zero"), random_problem()]
+    stored = DOCS / "results-exact.json"
+    raw = json.loads(stored.read_text()) if args.report_only else measure(problems, args.quick)
+    raw.setdefault("pinning", pinning(problems[1]))
+    stored.write_text(json.dumps(raw, indent=1, default=float))
+    write_report(problems, raw)
+
+
+def measure(problems: list[ExactProblem], quick: bool) -> dict:
+    """Every number of the report; also draws its two figures."""
+    n, repeats, tune_n, tune_count = (300, 2, 200, 1) if quick else (2000, 3, 500, 2)
     raw = {}
     for problem in problems:
         size = n if problem.prior.dim <= 2 else n // 2
@@ -314,19 +324,176 @@ def main() -> None:
         ]["mean"],
         "dps_0.05_energy_vs_grid_reading": grid_energy,
     }
-    (DOCS / "results-exact.json").write_text(json.dumps(raw, indent=1, default=float))
-    write_report(problems, raw)
+    return raw
+
+
+def verdicts(problems: list[ExactProblem], raw: dict) -> list[str]:
+    """Plain verdicts on the paper's claims, each computed from the numbers above."""
+    lines = []
+    for problem in problems:
+        res, obs = raw[problem.name]["results"], raw["observations"][problem.name]
+        dps, dmap, exact = res["DPS"]["scores"], res["DMAP K=3"]["scores"], raw[problem.name]["floor"]
+        step = res["DPS"]["step"]
+        near = min(obs["errors"], key=lambda c: abs(float(c[4:]) - step) if c.startswith("dps_") else math.inf)
+        err_dps, err_uncond = (
+            sum(obs["errors"][near]) / len(obs["sigma"]),
+            sum(obs["errors"]["uncond"]) / len(obs["sigma"]),
+        )
+        mean_dps, mean_ref = obs["means"][near]["abs_mean"], obs["means"]["reference"]["abs_mean"]
+        floor_ref = obs["means"]["reference"]["floor"]
+        spread = dps["unmeasured_ratio"]["mean"]
+        dist_dps, dist_dmap, dist_exact = (x["map_distance"]["mean"] for x in (dps, dmap, exact))
+        weights = sorted(problem.single_posterior().weights.tolist())
+        lines += [
+            f"**{problem.name}** (DPS at its tuned ζ = {step:g}; scores probed at ζ = {near[4:]}):",
+            f"- I, DPS's score error is large: {'supported' if err_dps > err_uncond else 'not supported'} "
+            f"(mean over the trajectory's steps {err_dps:.3g}, against {err_uncond:.3g} for no guidance at all).",
+            f"- II, DPS's score has a large mean at x_T: {'supported' if mean_dps > 2 * max(mean_ref, floor_ref) else 'not supported'} "
+            f"(|E[s]| {mean_dps:.3g}; the exact conditional score's {mean_ref:.3g}; Monte-Carlo floor {floor_ref:.3g}).",
+            f"- III, DPS's samples lack diversity: {'supported' if spread < 0.9 else 'not supported' if spread > 1.1 else 'inconclusive'} "
+            f"(spread in the unmeasured directions {spread:.2f} times the posterior's).",
+        ]
+        if len(weights) > 1 and weights[-1] - weights[-2] < 0.01:
+            lines.append("- MAP claims: not measurable here (two equally high modes, so no single MAP to approach).")
+        else:
+            lines += [
+                f"- DPS behaves like a MAP estimator: {'supported' if dist_dps < dist_exact else 'not supported'} "
+                f"(mean distance to the MAP {dist_dps:.3g}, exact posterior samples {dist_exact:.3g}).",
+                f"- DMAP lands closer to the MAP than DPS: {'supported' if dist_dmap < dist_dps else 'not supported'} "
+                f"(distance {dist_dmap:.3g} against {dist_dps:.3g}).",
+            ]
+        lines.append("")
+    return lines
+
+
+def pinning(problem: ExactProblem, step: float = 0.0125, n: int = 2000) -> dict:
+    """DPS on the exact posterior at a tiny step: where its guidance puts the measured coordinate."""
+    method = next(m for m in methods() if m.label == "DPS + exact CSE")
+    post = problem.single_posterior()
+    x = run(method, step, problem, n, 0)[0]
+    exact = post.sample(n, torch.Generator().manual_seed(0))
+    measured = problem.operator(x)
+    return {
+        "step": step,
+        "y": float(problem.y[0]),
+        "measured_mean": float(measured.mean()),
+        "measured_ratio": float(measured.std() / problem.operator(exact).std()),
+        "posterior_measured_mean": float(problem.operator(exact).mean()),
+    }
+
+
+def scaling_summary(problems: list[ExactProblem], raw: dict) -> list[str]:
+    lines = []
+    for method in ("DPS", "DMAP K=3"):
+        wins = [
+            p.name
+            for p in problems
+            if raw[p.name]["results"][f"{method}, step ∝ σ² − σ'²"]["scores"]["energy"]["mean"]
+            < raw[p.name]["results"][method]["scores"]["energy"]["mean"]
+        ]
+        lines.append(
+            f"- {method}: the noise-level step is closer on {len(wins)} of {len(problems)} problems ({', '.join(wins)})."
+        )
+    return [
+        *lines,
+        "",
+        "The shipped defaults keep the paper's constant ζ; the noise-level step is a separate method file",
+        "(`configs/samplers/dps_scaled.yaml`, `dmap_full_scaled.yaml`), tuned like every other method.",
+        "",
+    ]
 
 
 def write_report(problems: list[ExactProblem], raw: dict) -> None:
-    lines = ["# Samplers against the exact posterior", ""]
+    readings, pin = raw["toy_readings"], raw["pinning"]
+    lines = [
+        "# Samplers against the exact posterior",
+        "",
+        "Generated by `python scripts/exact_benchmark.py` (about 20 minutes on 2 CPU cores). On Gaussian-mixture",
+        "priors the posterior, its score at every noise level and its MAP are known in closed form, so every",
+        "number below measures the sampler alone. Each method's step size was chosen by one procedure for all",
+        "(a grid of powers of 4, extended while the best sits at an edge) by the energy distance to the exact",
+        "posterior on *other* measurements of the same prior; every score is a mean ± std over 3 independent",
+        "repeats. Columns: the energy distance to exact posterior samples (its noise floor: two exact sets);",
+        "the share of samples in each posterior mode; the samples' spread (root of the trace of their covariance)",
+        "in the measured and unmeasured directions, with its ratio to the posterior's; the mean distance to the",
+        "posterior's MAP; the log-density gap to the MAP under the posterior smoothed by noise of std 0.01",
+        "(a sampler has the exact samples' gap; a MAP estimator has 0); network evaluations per sample.",
+        "Where the measurement is noise-free the smoothed posterior is only 0.01 wide across the measured",
+        "direction, so a residual there dominates the gap (DPS's 0.11 residual alone costs about 65 nats):",
+        "read the distance to the MAP for the MAP claims below.",
+        "",
+        '"+ exact CSE" runs a method on the exact posterior: guidance added to the perfect conditional score.',
+        "",
+    ]
     for problem in problems:
+        weights = "/".join(f"{w:.3g}" for w in problem.single_posterior().weights.tolist())
         lines += [
             f"## {problem.name}",
+            "",
+            f"{problem.prior.dim}-D, {problem.y.shape[0]} measurement(s), noise std {problem.noise_std}, "
+            f"{problem.num_steps} steps on {type(problem.schedule).__name__}; exact posterior mode weights {weights}.",
             "",
             *table(problem, raw[problem.name]["results"], raw[problem.name]["floor"]),
             "",
         ]
+    lines += [
+        "## The toy example of Appendix A.4: which posterior?",
+        "",
+        "The paper calls the toy's posterior bimodal. Under the Gaussian likelihood the measurement states",
+        f"(noise-free), the second mode's log-odds are {readings['log_odds_gaussian']:.2f} (weight ≈ e^−11): the posterior",
+        "is practically unimodal. Under the likelihood its DPS assumes, p(y | x) ∝ exp(−ζ |x₁ − y|) with",
+        f"ζ = 0.05, computed on a grid, the second mode keeps {readings['grid_reading_mode_weight_minus']:.2f} of the mass: that posterior",
+        'is bimodal, so a bimodal "true posterior" can only be this second reading. DPS at the paper\'s',
+        f"ζ = 0.05 is at energy distance {readings['dps_0.05_energy_vs_gaussian_reading']:.3f} from the first reading and",
+        f"{readings['dps_0.05_energy_vs_grid_reading']:.3f} from the second. The paper's figure itself was not available",
+        "here to compare with.",
+        "",
+        "Samples (2-D histograms; step sizes in parentheses): ![toy](img/exact-toy.png)",
+        "",
+        "## Observations I and II against the exact conditional score",
+        "",
+        "Along the exact posterior's own trajectory, the distance of each score to the exact conditional",
+        "score (DPS's implied score at each ζ, by Proposition 1): ![score error](img/exact-score-error.png)",
+        "",
+        "| problem | score | abs(E[s]) at x_T | Monte-Carlo floor |",
+        "|---|---|---|---|",
+    ]
+    for problem in problems:
+        for name, value in raw["observations"][problem.name]["means"].items():
+            lines.append(f"| {problem.name} | {name} | {value['abs_mean']:.4g} | {value['floor']:.4g} |")
+    lines += ["", "## Verdicts on the paper's claims, on the exact tier", "", *verdicts(problems, raw)]
+    schedule_rows = [
+        "| problem | DPS constant | DPS step ∝ σ² − σ'² | DMAP K=3 constant | DMAP K=3 step ∝ σ² − σ'² |",
+        "|---|---|---|---|---|",
+    ]
+    for problem in problems:
+        res = raw[problem.name]["results"]
+        names = ["DPS", "DPS, step ∝ σ² − σ'²", "DMAP K=3", "DMAP K=3, step ∝ σ² − σ'²"]
+        schedule_rows.append(
+            f"| {problem.name} | " + " | ".join(fmt(res[n]["scores"]["energy"], 4) for n in names) + " |"
+        )
+    lines += [
+        "## Guidance on top of a perfect CSE, when the measurement is noisy",
+        "",
+        "On three problems, DPS or DMAP added to the exact posterior stays at the noise floor. On toy-noisy",
+        "it does not. DPS's guidance is the gradient of the unsquared norm",
+        "‖y − A x̂₀‖ (as in DPS and the paper), whose size does not shrink with the residual, so even a tiny",
+        f"step pins A x to y: at ζ = {pin['step']:g} the samples' measured coordinate has mean {pin['measured_mean']:.3f} "
+        f"and spread {pin['measured_ratio']:.2f} times",
+        f"the posterior's, whose measured coordinate has mean {pin['posterior_measured_mean']:.3f} (y = {pin['y']:g}; "
+        "the noise lets the prior pull it away).",
+        "Tuning's scores have a local minimum at a moderate step (the least bad compromise), so the grid never",
+        "extended down to the vanishing steps (about 1e-5, as on random-64d) that leave the posterior alone.",
+        "",
+        "## A constant step or one that follows the noise level?",
+        "",
+        "The paper keeps ζ constant; score-based guidance scales the step with σ² − σ'² (DPS's implied",
+        "likelihood weight is then constant). Energy distance to the exact posterior, each tuned alike:",
+        "",
+        *schedule_rows,
+        "",
+        *scaling_summary(problems, raw),
+    ]
     (DOCS / "results-exact.md").write_text("\n".join(lines))
 
 
