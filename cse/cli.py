@@ -19,6 +19,7 @@ import re
 import sys
 from pathlib import Path
 
+import yaml
 from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
@@ -88,12 +89,54 @@ class CLI(LightningCLI):
             if "ModelCheckpoint" in str(callback.get("class_path")) and callback.init_args.get("dirpath") is None:
                 callback.init_args.dirpath = str(Path(root) / "checkpoints")
 
+    def before_fit(self) -> None:
+        """A run folder holds one run: never start afresh over its checkpoints, nor resume them with
+        other settings (a folder derived from config files is shared by command-line overrides)."""
+        config = self.config[self.subcommand]
+        settings = self._parser(self.subcommand).dump(config, skip_none=False, skip_check=True)
+        check_fit_folder(Path(config.trainer.default_root_dir), settings, config.get("ckpt_path"))
+
     def before_predict(self) -> None:
         """Results are written as they come (cse.callbacks); keeping them in memory too would hold
         every restored image until the end, so ``return_predictions`` defaults to false."""
         arguments = self.config_init[self.subcommand]
         if arguments.get("return_predictions") is None:
             arguments["return_predictions"] = False
+
+
+RESUME_MAY_CHANGE = {"ckpt_path", "config", "trainer.max_steps", "trainer.max_epochs"}
+
+
+def check_fit_folder(root: Path, settings: str, ckpt_path: str | None) -> None:
+    checkpoints = sorted((root / "checkpoints").glob("*.ckpt"))
+    if not checkpoints:
+        return
+    if ckpt_path is None:
+        raise FileExistsError(
+            f"{root} holds checkpoints of an earlier run ({checkpoints[-1].name}, ...): resume it with "
+            "--ckpt_path last, or start afresh in another folder (--trainer.default_root_dir=...) or after deleting it"
+        )
+    saved = root / "config.yaml"
+    if not saved.is_file():
+        return
+    old, new = flatten(yaml.safe_load(saved.read_text())), flatten(yaml.safe_load(settings))
+    changed = sorted(k for k in {*old, *new} - RESUME_MAY_CHANGE if old.get(k) != new.get(k))
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in changed[:8])
+        raise FileExistsError(
+            f"{root} holds a run made with other settings ({details}); resuming it would mix the two. "
+            "Give this run its own folder with --trainer.default_root_dir=..."
+        )
+
+
+def flatten(tree: object, prefix: str = "") -> dict:
+    """``{"a.b": leaf}`` for a nested dict (lists are leaves)."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
 def main(args: ArgsType = None) -> LightningCLI | None:

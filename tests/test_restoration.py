@@ -3,13 +3,16 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from diffusers import UNet2DConditionModel
 from lightning.pytorch import Trainer
 from PIL import Image
 
@@ -18,8 +21,9 @@ from cse.callbacks import RestorationWriter
 from cse.cli import derived_root, main
 from cse.data import ImageDataModule
 from cse.features import PixelFeatures
-from cse.operators import Measurement, SuperResolution
+from cse.operators import Convolution, MatrixOperator, Measurement, SuperResolution
 from cse.priors import DiffusersPrior, build_controlnet
+from cse.priors.schedule import DiscreteSchedule
 from cse.restoration import RestorationModule
 from cse.samplers import DPS
 
@@ -299,6 +303,29 @@ def test_a_rerun_with_other_settings_refuses_to_mix_unless_asked(tiny_latent, im
     restore(tiny_latent, image_folder, tmp_path, count=2, sampler=DPS(0.1, 3), writer=writer)
     assert "num_steps=3" in json.loads((tmp_path / "run.json").read_text())["settings"]["sampler"]
     assert summary(tmp_path)["count"] == 2
+
+
+def test_a_rerun_after_the_weights_were_retrained_in_place_refuses_to_mix(tiny_latent, image_folder, tmp_path):
+    prior = tmp_path / "prior"
+    shutil.copytree(tiny_latent, prior)
+    restore(str(prior), image_folder, tmp_path / "out", count=2)
+    unet = UNet2DConditionModel.from_pretrained(prior / "unet")
+    with torch.no_grad():
+        next(unet.parameters()).add_(0.01)  # "retrained": same folder, same names, other weights
+    unet.save_pretrained(prior / "unet")
+    with pytest.raises(FileExistsError, match="other settings.*pretrained_digest"):
+        restore(str(prior), image_folder, tmp_path / "out", count=2)
+
+
+def test_operators_and_schedules_are_recorded_by_content():
+    schedule = DiscreteSchedule.scaled_linear()
+    assert repr(DPS(1.0, 2, schedule=schedule)) == repr(DPS(1.0, 2, schedule=DiscreteSchedule.scaled_linear()))
+    assert repr(DPS(1.0, 2, schedule=schedule)) != repr(DPS(1.0, 2, schedule=DiscreteSchedule.scaled_linear(0.001)))
+    a = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    b = a.clone()
+    b[4, 4] += 1e-3
+    assert repr(MatrixOperator(a)) == repr(MatrixOperator(a.clone())) != repr(MatrixOperator(b))
+    assert repr(Convolution(torch.ones(3, 3))) != repr(Convolution(2 * torch.ones(3, 3)))
 
 
 def test_a_rerun_through_the_cli_with_other_settings_keeps_the_old_config(tiny_latent, image_folder, tmp_path):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cse.digest import tensor_digest
 from cse.operators.base import LinearOperator, check_image
 
 
@@ -34,7 +35,7 @@ class Convolution(LinearOperator):
         self.register_buffer("kernel", kernel)
 
     def extra_repr(self) -> str:
-        return f"kernel={tuple(self.kernel.shape)}"
+        return f"kernel={tuple(self.kernel.shape)}, digest={tensor_digest(self.kernel)}"
 
     def _weight(self, like: Tensor) -> Tensor:
         channels = like.shape[1]

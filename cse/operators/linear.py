@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cse.digest import tensor_digest
 from cse.operators.base import LinearOperator, check_image
 from cse.operators.resize import imresize, resize_matrices
 
@@ -29,7 +30,9 @@ class MatrixOperator(LinearOperator):
         return cls(torch.tensor(rows, dtype=torch.float64))
 
     def extra_repr(self) -> str:
-        return f"A={self.A.tolist() if self.A.numel() <= 16 else tuple(self.A.shape)}"
+        if self.A.numel() <= 16:
+            return f"A={self.A.tolist()}"
+        return f"A={tuple(self.A.shape)}, digest={tensor_digest(self.A)}"
 
     def _check(self, x: Tensor) -> Tensor:
         flat = x.reshape(x.shape[0], -1)

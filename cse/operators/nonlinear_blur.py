@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cse.digest import file_digest, tensor_digest
 from cse.operators.base import Operator, check_image
 from cse.operators.blur import reflect_index
 from cse.paths import project_path, where
@@ -153,7 +154,7 @@ class BoundKernels(Operator):
         self.register_buffer("kernels", kernels)
 
     def extra_repr(self) -> str:
-        return f"kernels={tuple(self.kernels.shape)}"
+        return f"kernels={tuple(self.kernels.shape)}, digest={tensor_digest(self.kernels)}"
 
     def forward(self, x: Tensor) -> Tensor:
         check_image(x)
@@ -170,7 +171,7 @@ class NonlinearBlur(RandomKernelOperator):
     ``k = kernel_scale n`` per image, ``n ~ N(0, I)`` of shape ``[512, H/128, W/128]``.
 
     Args:
-        weights: the published GOPRO_wVAE.pth (a local file; it cannot be downloaded here).
+        weights: the published GOPRO_wVAE.pth (a local file; it is not downloaded automatically).
         kernel_scale: 1.2, as DPS and the paper.
         random_weights: use a randomly initialised network instead (tests only); width,
             front_blocks, back_blocks then size it (the published one: 64, 10, 20).
@@ -189,9 +190,10 @@ class NonlinearBlur(RandomKernelOperator):
         network = KernelWizard(width, front_blocks, back_blocks) if random_weights else load_kernel_wizard(weights)
         self.network = network.requires_grad_(False).eval()
         self.kernel_scale = kernel_scale
+        self.weights = "random" if random_weights else f"{weights} ({file_digest(project_path(weights))})"
 
     def extra_repr(self) -> str:
-        return f"kernel_scale={self.kernel_scale}"
+        return f"kernel_scale={self.kernel_scale}, weights={self.weights}"
 
     def kernels(self, seeds: Sequence[int], image_shape: Sequence[int]) -> Tensor:
         height, width = image_shape[-2:]

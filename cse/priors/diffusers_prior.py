@@ -18,6 +18,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from torch import Tensor
 
+from cse.digest import folder_digest
 from cse.priors.base import Prior
 from cse.priors.loading import empty_prompt_embedding, load_or_explain, model_components, resolve_pretrained
 from cse.priors.schedule import DiscreteSchedule
@@ -115,16 +116,22 @@ class DiffusersPrior(Prior):
         if gradient_checkpointing:
             prior.enable_gradient_checkpointing()
         prior.optimize(channels_last=channels_last, compile=compile)
-        prior.origin = {"pretrained": source.path, "controlnet": controlnet_origin, "dtype": str(torch_dtype)}
+        prior.origin = {
+            "pretrained": source.path,
+            "pretrained_digest": local_digest(source.path),
+            "controlnet": controlnet_origin,
+            "controlnet_digest": local_digest(controlnet_origin),
+            "dtype": str(torch_dtype),
+        }
         return prior
+
+    def describe(self) -> dict:
+        return {"class": type(self).__name__, **self.origin, "prediction_type": self.prediction_type}
 
     def attach_controlnet(self, controlnet: ControlNetModel | None = None) -> ControlNetModel:
         """Attach a CSE: ``controlnet``, or a new one copied from the UNet (see :func:`build_controlnet`)."""
         self.controlnet = controlnet if controlnet is not None else build_controlnet(self)
         return self.controlnet
-
-    def describe(self) -> dict:
-        return {"class": type(self).__name__, **self.origin, "prediction_type": self.prediction_type}
 
     # -- shapes and the autoencoder --------------------------------------------------------------
 
@@ -269,3 +276,8 @@ def save_pipeline_folder(
         components["vae"] = ["diffusers", "AutoencoderKL"]
     (path / "model_index.json").write_text(json.dumps({"_class_name": "DiffusionPipeline", **components}, indent=2))
     return path
+
+
+def local_digest(path: str | None) -> str | None:
+    """The content digest of a local model folder (None for a hub id or a module given as such)."""
+    return folder_digest(path) if path is not None and Path(path).is_dir() else None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 from torch import Tensor
 
+from cse.digest import tensor_digest
 from cse.priors.base import Prior
 from cse.priors.schedule import DiscreteSchedule
 
@@ -60,10 +60,8 @@ class GaussianMixturePrior(Prior):
         self.schedule = schedule or DiscreteSchedule.scaled_linear()
 
     def describe(self) -> dict:
-        digest = hashlib.sha256()
-        for tensor in (self.means, self.evals, self.evecs, self.log_weights):
-            digest.update(tensor.detach().double().cpu().numpy().tobytes())
-        return {"class": type(self).__name__, "parameters_sha256": digest.hexdigest()[:16]}
+        digest = tensor_digest(self.means, self.evals, self.evecs, self.log_weights)
+        return {"class": type(self).__name__, "parameters_sha256": digest, "schedule": repr(self.schedule)}
 
     @property
     def dim(self) -> int:

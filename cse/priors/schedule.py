@@ -1,4 +1,4 @@
-"""The discrete diffusion schedule, seen in VE form (DESIGN §2).
+"""The discrete diffusion schedule, seen in VE form.
 
 A VP chain ``x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps`` is the VE state
 ``u = x_t / sqrt(ab_t) = x0 + sigma_t eps`` with ``sigma_t = sqrt((1 - ab_t) / ab_t)``.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from cse.digest import tensor_digest
 
 
 class DiscreteSchedule:
@@ -28,6 +30,9 @@ class DiscreteSchedule:
         """Stable Diffusion's betas: linear in sqrt(beta) (SD2's defaults)."""
         betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_steps, dtype=torch.float64) ** 2
         return cls(torch.cumprod(1 - betas, dim=0))
+
+    def __repr__(self) -> str:
+        return f"DiscreteSchedule(num_train_steps={self.num_train_steps}, digest={tensor_digest(self.alphas_cumprod)})"
 
     @property
     def num_train_steps(self) -> int:
