@@ -47,6 +47,19 @@ def seeded_loss(
     return prior.loss(x0, t.to(x0.device), randn(draws, x0.shape[1:], like=x0), control).mean()
 
 
+def readable(path: Path) -> None:
+    """Give exported files the permissions of any file the user makes (safetensors writes 0600)."""
+    mode = 0o666 & ~current_umask()
+    for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+        file.chmod(mode)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class ExportsWhenDone:
     """For trainers that save what they trained at the end: into ``export_dir``, by default
     ``<default_root_dir>/<export_name>``, refusing before training a folder that holds files unless
@@ -182,6 +195,7 @@ class CSEModule(ExportsWhenDone, LightningModule):
     @rank_zero_only
     def on_train_end(self) -> None:
         self.controlnet.save_pretrained(self.export_path())
+        readable(self.export_path())
 
 
 def load_vae(path: str) -> AutoencoderKL:
@@ -248,7 +262,9 @@ class PriorModule(ExportsWhenDone, LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["key"]))
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The EMA follows optimizer steps (not batches, which differ under gradient accumulation)."""
+        super().optimizer_step(*args, **kwargs)
         self.ema.update_parameters(self.prior.unet)
 
     def ema_prior(self) -> DiffusersPrior:
@@ -267,6 +283,7 @@ class PriorModule(ExportsWhenDone, LightningModule):
     @rank_zero_only
     def on_train_end(self) -> None:
         save_pipeline_folder(self.export_path(), self.ema.module, self.scheduler, self.prior.vae)
+        readable(self.export_path())
 
 
 class AutoencoderModule(ExportsWhenDone, LightningModule):
@@ -349,6 +366,7 @@ class AutoencoderModule(ExportsWhenDone, LightningModule):
         if self.trainer.is_global_zero:
             self.vae.register_to_config(scaling_factor=1.0 / std)
             self.vae.save_pretrained(self.export_path())
+            readable(self.export_path())
 
 
 class ClassifierModule(LightningModule):
@@ -362,8 +380,14 @@ class ClassifierModule(LightningModule):
 
     def step(self, batch: Batch, name: str) -> Tensor:
         x, labels = batch["image"], batch["label"]
-        if name == "train":
-            x = torch.roll(x, shifts=tuple(torch.randint(-1, 2, (2,)).tolist()), dims=(-2, -1))
+        if name == "train":  # each sample's shift seeded by its id and the epoch
+            shifts = [
+                torch.randint(-1, 2, (2,), generator=g)
+                for g in generators(batch["sample_id"], f"shift:{self.current_epoch}")
+            ]
+            x = torch.stack(
+                [torch.roll(image, tuple(s.tolist()), dims=(-2, -1)) for image, s in zip(x, shifts, strict=True)]
+            )
         logits = self.classifier(x)
         loss = F.cross_entropy(logits, labels)
         self.log(f"{name}/loss", loss, prog_bar=True, batch_size=len(labels))
@@ -384,3 +408,4 @@ class ClassifierModule(LightningModule):
         path = Path(self.hparams.export_path or Path(self.trainer.default_root_dir) / "classifier.safetensors")
         os.makedirs(path.parent, exist_ok=True)
         save_file(self.classifier.state_dict(), path)
+        readable(path)

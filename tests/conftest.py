@@ -57,3 +57,13 @@ def digits_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
     build_digits(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def digits32_data(tmp_path_factory):
+    """The same digits at 32 px (``python -m data_tools digits --size 32``), for the latent tier."""
+    from data_tools.digits import build_digits
+
+    out = tmp_path_factory.mktemp("digits32")
+    build_digits(out, size=32)
+    return out

@@ -1,5 +1,6 @@
 """python -m cse fit: the CSE recipe, exact resuming, export, W&B, on the tiny stack and the digits."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,21 @@ def test_the_digits_training_configs_run(config, digits_data, tmp_path):
     )
     exported = {"train_prior": "prior/unet", "train_classifier": "classifier.safetensors"}.get(config, "controlnet")
     assert (tmp_path / exported).exists()
+
+
+def test_the_latent_digits_training_configs_run(digits32_data, tmp_path):
+    """The autoencoder, then the latent prior on it: the two recipes of the latent tier."""
+    latent = CONFIGS / "digits_latent"
+    data = [f"--data.init_args.train={digits32_data / 'train'}"]
+    data_val = f"--data.init_args.val={digits32_data / 'test'}"
+    main(["fit", f"--config={latent / 'train_vae.yaml'}", "--trainer.fast_dev_run=true", *data, data_val,
+          f"--trainer.default_root_dir={tmp_path / 'vae'}"])  # fmt: skip
+    vae = tmp_path / "vae" / "vae"
+    assert (vae / "config.json").is_file()
+    main(["fit", f"--config={latent / 'train_prior.yaml'}", "--trainer.fast_dev_run=true", *data,
+          f"--model.init_args.vae={vae}", f"--trainer.default_root_dir={tmp_path / 'prior'}"])  # fmt: skip
+    prior = DiffusersPrior.from_pretrained(tmp_path / "prior" / "prior")
+    assert prior.vae is not None and tuple(prior.state_shape((1, 3, 32, 32))) == (4, 8, 8)
 
 
 # -- the recipe ----------------------------------------------------------------------------------
@@ -249,8 +265,11 @@ def test_training_logs_a_real_offline_wandb_run(tiny_latent, image_folder, tmp_p
 def test_a_batch_of_only_unusable_samples_is_skipped(tiny_latent, image_folder):
     module, _ = make(tiny_latent, image_folder)
     empty = {"key": [], "sample_id": [], "image": torch.empty(0, 3, 0, 0), "skipped": [("x", "unreadable")]}
-    assert module.training_step(empty, 0) is None
-    assert module.validation_step(empty, 0) is None
+    logged = []
+    module.log = lambda name, *args, **kwargs: logged.append(name)
+    assert module.training_step(empty, 0) is None  # Lightning skips the optimizer step
+    module.validation_step(empty, 0)  # measuring a 0x0 batch would raise
+    assert logged == []
 
 
 # -- the digits prior and classifier --------------------------------------------------------------
@@ -266,8 +285,12 @@ def test_prior_training_exports_a_pixel_prior_that_samples_and_takes_a_cse(image
     )  # fmt: skip
     module = PriorModule(unet, export_dir=str(tmp_path / "prior"))
     assert module.prior.prompt_embeds.shape == (1, 1, 12)  # the prompt's width is the UNet's
-    data = ImageDataModule(train=image_folder, image_size=16, batch_size=4, num_workers=0, augment=False, min_size=16)
-    Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(module, data)
+    data = ImageDataModule(train=image_folder, image_size=16, batch_size=2, num_workers=0, augment=False, min_size=16)
+    trainer = Trainer(
+        max_steps=3, accumulate_grad_batches=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(module, data)
+    assert int(module.ema.n_averaged) == 3  # one EMA update per optimizer step, not per batch
     prior = DiffusersPrior.from_pretrained(tmp_path / "prior")
     assert prior.vae is None and prior.sample_shape == (3, 16, 16)
     torch.testing.assert_close(
@@ -284,6 +307,7 @@ def test_classifier_trains_on_labelled_digits_and_its_features_serve_fid(digits_
         train=str(digits_data / "train"), image_size=16, batch_size=32, num_workers=0, augment=False, label_key="label"
     )
     Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(module, data)
+    assert (tmp_path / "classifier.safetensors").stat().st_mode & 0o044 == 0o044  # readable by others
     features = DigitsFeatures(str(tmp_path / "classifier.safetensors"))
     x = torch.rand(8, 3, 16, 16) * 2 - 1
     uint8 = ((x + 1) * 127.5).round().to(torch.uint8)
@@ -292,8 +316,42 @@ def test_classifier_trains_on_labelled_digits_and_its_features_serve_fid(digits_
     assert feature_distances(x, x, features, kid_subset_size=4)["fid"] == pytest.approx(0, abs=1e-3)
 
 
+def test_the_classifiers_shifts_are_seeded_by_sample_and_epoch():
+    module = ClassifierModule()
+    batch = {"image": torch.rand(6, 3, 16, 16) * 2 - 1, "label": torch.arange(6), "sample_id": list("abcdef")}
+    batch["key"] = batch["sample_id"]
+    module.log = lambda *args, **kwargs: None
+    first = module.step(batch, "train")
+    torch.rand(10)  # the global random stream moves on; the shifts do not depend on it
+    assert module.step(batch, "train") == first
+    assert module.step(batch, "val") != first  # and shifting does change the loss
+
+
 def test_missing_classifier_weights_are_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="configs/digits/train_classifier.yaml"):
         DigitsFeatures(str(tmp_path / "none.safetensors"))
     save_file(DigitsClassifier().state_dict(), tmp_path / "ok.safetensors")
     assert DigitsFeatures(str(tmp_path / "ok.safetensors")).num_features == 128
+
+
+def test_a_run_folder_is_never_restarted_over_nor_resumed_with_other_settings(digits_data, tmp_path):
+    files = [CONFIGS / "digits" / "sr4" / "task.yaml", CONFIGS / "digits" / "train_cse.yaml"]
+    args = [
+        "fit",
+        *(f"--config={f}" for f in files),
+        "--trainer.max_steps=1",
+        "--trainer.limit_val_batches=0",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--data.init_args.train={digits_data / 'train'}",
+    ]
+    main(args)
+    assert (tmp_path / "config.yaml").is_file()
+    shutil.rmtree(tmp_path / "controlnet")  # as if that run had been interrupted before its export
+    last = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(FileExistsError, match="holds checkpoints of an earlier run"):
+        main(args)
+    with pytest.raises(FileExistsError, match=r"other settings \(data.init_args.train_count: 100 -> 25\)"):
+        main([*args, "--ckpt_path=last", "--data.init_args.train_count=25"])
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == last
+    main([*args, "--ckpt_path=last", "--trainer.max_steps=2"])  # the same settings, trained further
+    assert (tmp_path / "controlnet").is_dir()
