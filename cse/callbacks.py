@@ -27,7 +27,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 
-from cse.images import heat_map, labelled_grid, read_png, remove_temporaries, save_png, write_text_atomic
+from cse.images import heat_map, labelled_grid, read_png, remove_temporaries, save_png, write_atomic, write_text_atomic
 from cse.metrics import ALEXNET_FILE, INCEPTION_FILE, LPIPS, feature_distances, weights_file
 from cse.records import Restoration, Samples
 
@@ -46,8 +46,8 @@ def repair_jsonl(path: Path) -> None:
     if not path.is_file() or path.stat().st_size == 0:
         return
     data = path.read_bytes()
-    if not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    if not data.endswith(b"\n"):  # replaced atomically: another rank may be reading it
+        write_atomic(path, lambda file: file.write(data[: data.rfind(b"\n") + 1]))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -174,6 +174,7 @@ class ResultsWriter(BasePredictionWriter):
             repair_jsonl(self.out / f"{self.records}.jsonl")
             record = {"fingerprint": fingerprint(settings), "settings": settings}
             write_text_atomic(self.out / "run.json", json.dumps(record, indent=2, default=str))
+        trainer.strategy.barrier("merged records repaired")
         for kind in (self.records, "skipped"):
             repair_jsonl(self.rank_file(kind))
         done = self.done_keys()
