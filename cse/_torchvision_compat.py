@@ -1,4 +1,4 @@
-"""Make ``import torchvision`` work on a CPU-only torch (ENVIRONMENT.md).
+"""Make ``import torchvision`` work on a CPU-only torch.
 
 PyPI's torchvision wheel is a CUDA build whose ``_C`` extension cannot load against the CPU
 torch wheel; torchvision then fails at import with "operator torchvision::nms does not exist",

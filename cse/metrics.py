@@ -6,7 +6,7 @@ Diversity: the per-pixel standard deviation over k samples of one measurement (t
 Observation III), in the paper's units: images on [-1, 1], averaged over channels.
 
 Pretrained weights are read from local files; a missing one is an error naming the file and
-where to put it (these machines cannot download).
+where to put it (nothing is downloaded behind the user's back).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def weights_file(name: str, weights_dir: str | os.PathLike | None, what: str) ->
     path = folder / name
     if not path.is_file():
         raise FileNotFoundError(
-            f"{what} needs pretrained weights that cannot be downloaded here: put {name} at {path} "
+            f"{what} needs pretrained weights, which are not downloaded automatically: put {name} at {path} "
             f"(or pass its folder as metric_weights_dir), or switch this metric off."
         )
     return path

@@ -1,4 +1,4 @@
-"""One random stream per sample (DESIGN §2): results never depend on batch size, order or rank."""
+"""One random stream per sample: results never depend on batch size, order or rank."""
 
 from __future__ import annotations
 

@@ -86,8 +86,9 @@ def build_prior(scale: str, device: str, dtype: torch.dtype) -> tuple[DiffusersP
 
         from cse.testing import build_tiny_stack
 
-        path = build_tiny_stack(tempfile.mkdtemp(), image_size=64)
-        return DiffusersPrior.from_pretrained(path, torch_dtype=dtype).to(device), "sr8"
+        with tempfile.TemporaryDirectory() as folder:  # loaded into memory, then removed
+            path = build_tiny_stack(folder, image_size=64)
+            return DiffusersPrior.from_pretrained(path, torch_dtype=dtype).to(device), "sr8"
     folder = {"digits": "checkpoints/digits/prior", "digits_latent": "checkpoints/digits_latent/prior"}[scale]
     task = {"digits": "digits/sr4", "digits_latent": "digits_latent/sr8"}[scale]
     return DiffusersPrior.from_pretrained(ROOT / folder, torch_dtype=dtype).to(device), task

@@ -1,4 +1,4 @@
-"""Forward models ``A``, noise models, and the measurement that combines them (DESIGN §3)."""
+"""Forward models ``A``, noise models, and the measurement that combines them."""
 
 from cse.operators.base import LinearOperator, Operator
 from cse.operators.blur import Convolution, GaussianBlur

@@ -1,4 +1,4 @@
-"""Operator contract (DESIGN §3): ``forward(x) = A(x)`` on images, noise-free and differentiable."""
+"""Operator contract: ``forward(x) = A(x)`` on images, noise-free and differentiable."""
 
 from __future__ import annotations
 

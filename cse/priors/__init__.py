@@ -1,4 +1,4 @@
-"""Diffusion priors behind one contract (DESIGN §1, §3).
+"""Diffusion priors behind one contract.
 
 ``DiffusersPrior`` (and ``build_controlnet``) are imported on first use, so that the exact tier
 does not pay for importing diffusers.

@@ -1,4 +1,4 @@
-"""The Prior contract (DESIGN §3): a denoiser in VE form plus the maps to image space."""
+"""The Prior contract: a denoiser in VE form plus the maps to image space."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Finding pretrained folders: a local path, or a hub id from the cache or the hub, with one
-clear error when neither works (these machines are offline; ENVIRONMENT.md)."""
+clear error when neither works (for instance offline, or a folder that does not exist)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Samplers: ``sampler(prior, operator, y, seeds, control=None) -> x0`` (DESIGN §3).
+"""Samplers: ``sampler(prior, operator, y, seeds, control=None) -> x0``.
 
 ``SAMPLERS`` lists every sampler class; the property tests run over it, so a sampler added here
 is covered without editing any test.
