@@ -4,7 +4,7 @@ Every number comes from a `python -m cse predict` run made by this script (in th
 the shipped checkpoints, on the 200 test digits, into outputs/results/...; a run already complete is
 reused (predict skips what is done and refuses to mix other settings), so the script resumes.
 
-    python scripts/digits_results.py              # everything (hours on 2 CPU cores)
+    python scripts/digits_results.py              # every shipped tier (about an hour per tier on 2 CPU cores)
     python scripts/digits_results.py --only table4 --tiers digits
     python scripts/digits_results.py --count 2    # a smoke run on 2 digits: outputs/results-2/, no report
 """
@@ -29,6 +29,7 @@ CONFIGS = ROOT / "configs"
 OUT = ROOT / "outputs" / "results"
 EXTRA: list[str] = []  # overrides for every run (--count)
 TIERS = {"digits": ["sr4", "inpaint", "gblur", "nlblur"], "digits_latent": ["sr8", "inpaint", "gblur", "nlblur"]}
+SHIPPED = [tier for tier in TIERS if (ROOT / "checkpoints" / tier / "prior").is_dir()]  # the default
 METHODS = {  # label: (method file, with the task's CSE)
     "DPS": ("dps", False),
     "PSLD": ("psld", False),
@@ -323,7 +324,13 @@ def observation_verdicts(tier: str, observed: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiers", nargs="+", default=list(TIERS), choices=list(TIERS))
+    parser.add_argument(
+        "--tiers",
+        nargs="+",
+        default=SHIPPED,
+        choices=list(TIERS),
+        help="default: %(default)s, the tiers whose prior is in checkpoints/",
+    )
     parser.add_argument("--only", nargs="+", default=["table4", "table9", "table5", "table6", "observations"])
     parser.add_argument("--count", type=int, help="restore only this many test digits (a smoke run; no report)")
     args = parser.parse_args()

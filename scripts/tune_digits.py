@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TASKS = [f"digits/{op}" for op in ("sr4", "inpaint", "gblur", "nlblur")]
 TASKS += [f"digits_latent/{op}" for op in ("sr8", "inpaint", "gblur", "nlblur")]
+SHIPPED = [task for task in TASKS if (ROOT / "checkpoints" / task.split("/")[0] / "prior").is_dir()]  # the default
 METHODS = [
     "dps",
     "dsg",
@@ -107,7 +108,9 @@ def write_back(task: str, key: str, value: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=TASKS)
+    parser.add_argument(
+        "--tasks", nargs="+", default=SHIPPED, choices=TASKS, help="default: the tasks whose prior is shipped"
+    )
     parser.add_argument("--methods", nargs="+", default=METHODS)
     args = parser.parse_args()
     report_path = ROOT / "docs" / "digits-tuning.json"

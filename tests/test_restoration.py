@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TASKS = sorted(p.parent.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("task.yaml"))
 SD2_TASKS = [t for t in TASKS if "/" not in t]
-DIGITS_TASKS = ["digits/sr4", "digits/inpaint", "digits/gblur"]
+DIGITS_TASKS = [t for t in TASKS if t.startswith("digits/")]  # the shipped pixel tier, every operator
 SAMPLERS = sorted(p.stem for p in (CONFIGS / "samplers").glob("*.yaml"))
 
 
