@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cse.features import DigitsClassifier
-from cse.images import labelled_grid
+from cse.images import labelled_grid, usual_file_mode
 from cse.metrics import psnr
 from cse.operators import Measurement
 from cse.paths import project_path, where
@@ -49,15 +49,9 @@ def seeded_loss(
 
 def readable(path: Path) -> None:
     """Give exported files the permissions of any file the user makes (safetensors writes 0600)."""
-    mode = 0o666 & ~current_umask()
+    mode = usual_file_mode()
     for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
         file.chmod(mode)
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class ExportsWhenDone:
