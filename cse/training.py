@@ -55,9 +55,10 @@ def readable(path: Path) -> None:
 
 
 class ExportsWhenDone:
-    """For trainers that save what they trained at the end: into ``export_dir``, by default
-    ``<default_root_dir>/<export_name>``, refusing before training a folder that holds files unless
-    ``overwrite_export`` (hyper-parameters of the module)."""
+    """For trainers that save what they trained at the end: into ``export_dir`` (a folder, or a file
+    for single-file exports), by default ``<default_root_dir>/<export_name>``, refusing before
+    training a file or a folder that holds files unless ``overwrite_export`` (hyper-parameters of the
+    module)."""
 
     export_name = "model"
 
@@ -67,10 +68,11 @@ class ExportsWhenDone:
 
     def setup(self, stage: str) -> None:
         path = self.export_path()
-        if stage == "fit" and path.is_dir() and any(path.iterdir()) and not self.hparams.overwrite_export:
+        taken = path.is_file() or (path.is_dir() and any(path.iterdir()))
+        if stage == "fit" and taken and not self.hparams.overwrite_export:
             raise FileExistsError(
-                f"the export folder {path} is not empty; choose another export_dir, or set overwrite_export=true "
-                "to replace what is there"
+                f"the export {path} already holds a model; choose another export_dir, or set overwrite_export=true "
+                "to replace it"
             )
 
 
@@ -363,11 +365,15 @@ class AutoencoderModule(ExportsWhenDone, LightningModule):
             readable(self.export_path())
 
 
-class ClassifierModule(LightningModule):
+class ClassifierModule(ExportsWhenDone, LightningModule):
     """Train :class:`cse.features.DigitsClassifier` on labelled digits (``label_key: label`` in the
     data), with shifts of up to one pixel so that its features do not hinge on exact pixels."""
 
-    def __init__(self, learning_rate: float = 1e-3, export_path: str | None = None) -> None:
+    export_name = "classifier.safetensors"
+
+    def __init__(
+        self, learning_rate: float = 1e-3, export_dir: str | None = None, overwrite_export: bool = False
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.classifier = DigitsClassifier()
@@ -399,7 +405,7 @@ class ClassifierModule(LightningModule):
 
     @rank_zero_only
     def on_train_end(self) -> None:
-        path = Path(self.hparams.export_path or Path(self.trainer.default_root_dir) / "classifier.safetensors")
+        path = self.export_path()
         os.makedirs(path.parent, exist_ok=True)
         save_file(self.classifier.state_dict(), path)
         readable(path)

@@ -25,6 +25,7 @@ fit() {  # fit RUN_FOLDER CONFIG... [-- OVERRIDES...]: a fresh run into RUN_FOLD
 
 install() {  # install FROM TO: replace a shipped checkpoint by a new one
   rm -rf "$2"
+  mkdir -p "$(dirname "$2")"
   cp -r "$1" "$2"
 }
 

@@ -241,7 +241,7 @@ def test_a_non_empty_export_folder_stops_training_before_it_starts(tiny_latent, 
     (tmp_path / "cse").mkdir()
     (tmp_path / "cse" / "config.json").write_text("{}")
     module, data = make(tiny_latent, image_folder, export_dir=str(tmp_path / "cse"))
-    with pytest.raises(FileExistsError, match="not empty.*overwrite_export"):
+    with pytest.raises(FileExistsError, match="already holds a model.*overwrite_export"):
         trainer(tmp_path, max_steps=2).fit(module, data)
     assert (tmp_path / "cse" / "config.json").read_text() == "{}"
 
@@ -302,7 +302,7 @@ def test_prior_training_exports_a_pixel_prior_that_samples_and_takes_a_cse(image
 
 
 def test_classifier_trains_on_labelled_digits_and_its_features_serve_fid(digits_data, tmp_path):
-    module = ClassifierModule(export_path=str(tmp_path / "classifier.safetensors"))
+    module = ClassifierModule(export_dir=str(tmp_path / "classifier.safetensors"))
     data = ImageDataModule(
         train=str(digits_data / "train"), image_size=16, batch_size=32, num_workers=0, augment=False, label_key="label"
     )
@@ -314,6 +314,11 @@ def test_classifier_trains_on_labelled_digits_and_its_features_serve_fid(digits_
     assert features(uint8).shape == (8, 128)
     torch.testing.assert_close(features(uint8).norm(dim=1), torch.full((8,), 128**0.5))
     assert feature_distances(x, x, features, kid_subset_size=4)["fid"] == pytest.approx(0, abs=1e-3)
+    exported = (tmp_path / "classifier.safetensors").read_bytes()
+    again = ClassifierModule(export_dir=str(tmp_path / "classifier.safetensors"))
+    with pytest.raises(FileExistsError, match="already holds a model.*overwrite_export"):  # nothing is replaced
+        Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(again, data)
+    assert (tmp_path / "classifier.safetensors").read_bytes() == exported
 
 
 def test_the_classifiers_shifts_are_seeded_by_sample_and_epoch():
