@@ -26,6 +26,26 @@ def build(sampler_class, num_steps=50, **extra):
 GUIDED = [s for s in SAMPLERS if s.guided]
 
 
+def test_every_sampler_class_in_the_package_is_in_the_list():
+    """A sampler defined in any module of ``cse.samplers`` but missing from ``SAMPLERS`` would escape
+    every property test below: fail instead."""
+    import importlib
+    import pkgutil
+
+    import cse.samplers
+    from cse.samplers.common import Sampler
+
+    defined = set()
+    for info in pkgutil.iter_modules(cse.samplers.__path__):
+        module = importlib.import_module(f"cse.samplers.{info.name}")
+        defined |= {
+            c
+            for c in vars(module).values()
+            if inspect.isclass(c) and issubclass(c, Sampler) and c is not Sampler and c.__module__ == module.__name__
+        }
+    assert defined == set(SAMPLERS) and len(defined) >= 7
+
+
 @pytest.mark.parametrize("sampler_class", SAMPLERS, ids=lambda c: c.__name__)
 def test_a_sample_does_not_depend_on_its_batch(problem, sampler_class):
     prior, A, y = problem
