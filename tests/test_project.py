@@ -14,34 +14,61 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
-def test_cli_lists_the_lightning_subcommands():
-    result = run("-m", "cse", "--help")
-    assert result.returncode == 0, result.stderr
-    assert "python -m cse" in result.stdout
+def cli(monkeypatch, *args: str) -> tuple[int, str, str]:
+    """``python -m cse ARGS`` as the console runs it (``sys.argv``, so errors are one line), in process.
+    Output goes to buffers that stay open (logging handlers made during a run keep them)."""
+    import contextlib
+    import io
+
+    import pytest
+
+    from cse.cli import main
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("sys.argv", ["python -m cse", *args])
+    monkeypatch.delenv("CSE_TRACEBACK", raising=False)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, out.getvalue(), err.getvalue()
+
+
+def test_cli_lists_the_lightning_subcommands(monkeypatch):
+    code, out, err = cli(monkeypatch, "--help")
+    assert code == 0, err
+    assert "python -m cse" in out
     for subcommand in ("fit", "validate", "test", "predict"):
-        assert subcommand in result.stdout
+        assert subcommand in out
 
 
-def test_a_missing_model_folder_is_one_clear_line_not_a_parser_traceback():
-    result = run(
-        "-m", "cse", "predict", "--config=configs/digits/sr4/task.yaml", "--config=configs/samplers/dps.yaml",
+def test_a_missing_model_folder_is_one_clear_line_not_a_parser_traceback(monkeypatch):
+    code, _, err = cli(
+        monkeypatch, "predict", "--config=configs/digits/sr4/task.yaml", "--config=configs/samplers/dps.yaml",
         "--model.init_args.prior.init_args.id_or_path=checkpoints/digits/missing",
     )  # fmt: skip
-    assert result.returncode == 1
-    assert "error: Could not load the diffusion prior 'checkpoints/digits/missing'" in result.stderr
-    assert "Traceback" not in result.stderr and "Union subtypes" not in result.stderr
+    assert code == 1
+    assert "error: Could not load the diffusion prior 'checkpoints/digits/missing'" in err
+    assert "Traceback" not in err and "Union subtypes" not in err
 
 
-def test_a_method_the_task_has_no_step_size_for_is_named():
-    result = run(
-        "-m", "cse", "predict", "--config=configs/digits/nlblur/task.yaml", "--config=configs/samplers/psld.yaml"
+def test_a_method_the_task_has_no_step_size_for_is_named(monkeypatch):
+    code, _, err = cli(
+        monkeypatch,
+        "predict",
+        "--config=configs/digits/nlblur/task.yaml",
+        "--config=configs/samplers/psld.yaml",
     )
-    assert result.returncode == 1 and "sampling.psld_zeta" in result.stderr and "Traceback" not in result.stderr
+    assert code == 1 and "sampling.psld_zeta" in err and "Traceback" not in err
 
 
-def test_predict_help_says_how_to_list_a_configs_options():
-    result = run("-m", "cse", "predict", "--help")
-    assert result.returncode == 0 and "--print_config" in result.stdout
+def test_predict_help_says_how_to_list_a_configs_options(monkeypatch):
+    code, out, _ = cli(monkeypatch, "predict", "--help")
+    assert code == 0 and "--print_config" in out
+
+
+def test_the_console_entry_point_runs():
+    result = run("-m", "cse", "--help")
+    assert result.returncode == 0 and "python -m cse" in result.stdout, result.stderr
 
 
 def test_import_cse_makes_torchvision_lightning_and_metrics_importable():
