@@ -8,7 +8,7 @@ as an uninterrupted one (the data loader's position is saved in the checkpoint, 
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -65,6 +65,13 @@ class ExportsWhenDone:
     def export_path(self) -> Path:
         given = self.hparams.export_dir
         return Path(given) if given else Path(self.trainer.default_root_dir) / self.export_name
+
+    def export(self, save: Callable[[Path], object]) -> None:
+        """``save(path)`` into the export path (its folder made first), readable by others."""
+        path = self.export_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save(path)
+        readable(path)
 
     def setup(self, stage: str) -> None:
         path = self.export_path()
@@ -190,8 +197,7 @@ class CSEModule(ExportsWhenDone, LightningModule):
 
     @rank_zero_only
     def on_train_end(self) -> None:
-        self.controlnet.save_pretrained(self.export_path())
-        readable(self.export_path())
+        self.export(self.controlnet.save_pretrained)
 
 
 def load_vae(path: str) -> AutoencoderKL:
@@ -278,8 +284,7 @@ class PriorModule(ExportsWhenDone, LightningModule):
 
     @rank_zero_only
     def on_train_end(self) -> None:
-        save_pipeline_folder(self.export_path(), self.ema.module, self.scheduler, self.prior.vae)
-        readable(self.export_path())
+        self.export(lambda path: save_pipeline_folder(path, self.ema.module, self.scheduler, self.prior.vae))
 
 
 class AutoencoderModule(ExportsWhenDone, LightningModule):
@@ -361,8 +366,7 @@ class AutoencoderModule(ExportsWhenDone, LightningModule):
         std = self.latent_std()
         if self.trainer.is_global_zero:
             self.vae.register_to_config(scaling_factor=1.0 / std)
-            self.vae.save_pretrained(self.export_path())
-            readable(self.export_path())
+            self.export(self.vae.save_pretrained)
 
 
 class ClassifierModule(ExportsWhenDone, LightningModule):
@@ -405,7 +409,4 @@ class ClassifierModule(ExportsWhenDone, LightningModule):
 
     @rank_zero_only
     def on_train_end(self) -> None:
-        path = self.export_path()
-        os.makedirs(path.parent, exist_ok=True)
-        save_file(self.classifier.state_dict(), path)
-        readable(path)
+        self.export(lambda path: save_file(self.classifier.state_dict(), path))
