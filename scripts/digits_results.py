@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +68,6 @@ def sampling(task: str) -> dict:
 
 def applies(task: str, method_file: str) -> bool:
     text = (CONFIGS / "samplers" / f"{method_file}.yaml").read_text()
-    import re
-
     return set(re.findall(r"\$\{sampling\.(\w+)\}", text)) <= set(sampling(task))
 
 
