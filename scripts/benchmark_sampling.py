@@ -127,12 +127,12 @@ def problem(prior: DiffusersPrior, batch: int, factor: int = 8):
     return measurement.operator, y, prior.state_shape(images.shape)
 
 
-def one_step(sampler: Sampler, prior, operator, y, shape, kind: str = "step", ctx=None):
+def one_step(sampler: Sampler, prior, operator, y, shape, kind: str = "step", ctx=None, sigmas=None):
     """Run one step of ``kind`` at the middle of the trajectory (in ``ctx``, a run's context, whose
-    noise is drawn in blocks as in a real run); returns its output."""
+    noise is drawn in blocks as in a real run, and with its ``sigmas``); returns its output."""
     ctx = ctx or sampler.context(prior, operator, y, list(range(len(y))), None, shape)
     if kind != "consistency":
-        return sampler.middle_step(prior, ctx)
+        return sampler.middle_step(prior, ctx, sigmas)
     # one iteration of ReSample's optimiser: ||A(D(z)) - y||^2, forward and backward
     sigma = sampler.sigmas(prior)[sampler.num_steps // 2]
     z = (sigma * ctx.noise() / (1 + sigma**2) ** 0.5).detach().requires_grad_(True)
@@ -161,11 +161,12 @@ def time_steps(sampler: Sampler, prior, operator, y, shape, steps: int, kind: st
     """Seconds per step of ``kind`` for the whole batch, after a warm-up step."""
     sync = torch.cuda.synchronize if y.is_cuda else (lambda: None)
     ctx = sampler.context(prior, operator, y, list(range(len(y))), None, shape)
-    one_step(sampler, prior, operator, y, shape, kind, ctx)
+    sigmas = sampler.sigmas(prior)  # once, as a run does
+    one_step(sampler, prior, operator, y, shape, kind, ctx, sigmas)
     sync()
     start = time.perf_counter()
     for _ in range(steps):
-        one_step(sampler, prior, operator, y, shape, kind, ctx)
+        one_step(sampler, prior, operator, y, shape, kind, ctx, sigmas)
     sync()
     return (time.perf_counter() - start) / steps
 

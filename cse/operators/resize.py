@@ -45,10 +45,19 @@ def resize_matrix(in_length: int, out_length: int) -> np.ndarray:
 
 
 def resize_matrices(height: int, width: int, out_height: int, out_width: int, like: Tensor) -> tuple[Tensor, Tensor]:
-    """Row and column matrices for ``[.., height, width] -> [.., out_height, out_width]`` on ``like``'s device."""
-    rows = torch.from_numpy(resize_matrix(height, out_height))
-    cols = torch.from_numpy(resize_matrix(width, out_width))
-    return rows.to(like), cols.to(like)
+    """Row and column matrices for ``[.., height, width] -> [.., out_height, out_width]`` with
+    ``like``'s device and dtype (made once per size, dtype and device: not to be modified)."""
+    return _resize_matrices(height, width, out_height, out_width, like.dtype, like.device)
+
+
+@lru_cache(maxsize=64)
+def _resize_matrices(
+    height: int, width: int, out_height: int, out_width: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    with torch.inference_mode(False):  # ordinary tensors, usable by autograd wherever first made
+        rows = torch.from_numpy(resize_matrix(height, out_height)).to(device=device, dtype=dtype)
+        cols = torch.from_numpy(resize_matrix(width, out_width)).to(device=device, dtype=dtype)
+    return rows, cols
 
 
 def imresize(x: Tensor, out_height: int, out_width: int) -> Tensor:

@@ -107,7 +107,8 @@ def measurement_grad(u: Tensor, sigma: float, denoise: Denoiser, residual: Resid
         (grad,) = torch.autograd.grad(loss.sum(), u)
     if grad.is_meta:  # shapes without values (counting FLOPs): nothing to check
         return grad, x0_hat.detach(), loss.detach()
-    bad = ~torch.isfinite(grad.flatten(1)).all(dim=1) | ~torch.isfinite(loss.detach())
+    # one reduction per sample: a NaN or inf anywhere in a sample's gradient or residual makes its sum non-finite
+    bad = ~torch.isfinite(grad.flatten(1).sum(1, dtype=torch.float32) + loss.detach())
     if bad.any():
         raise FloatingPointError(
             f"non-finite guidance at sigma={sigma:.4g} for samples {bad.nonzero().flatten().tolist()} "
@@ -198,10 +199,11 @@ class Sampler(ABC):
             num_steps=self.num_steps,
         )
 
-    def middle_step(self, prior: Prior, ctx: SamplingContext) -> Tensor:
+    def middle_step(self, prior: Prior, ctx: SamplingContext, sigmas: list[float] | None = None) -> Tensor:
         """One step at the middle of the trajectory from a fresh state: what a step costs (time,
-        memory), measured without running a whole trajectory."""
-        sigmas = self.sigmas(prior)
+        memory), measured without running a whole trajectory. ``sigmas``: ``self.sigmas(prior)``,
+        made once by a caller timing many steps (a run makes them once)."""
+        sigmas = sigmas or self.sigmas(prior)
         ctx.index = len(sigmas) // 2
         sigma, sigma_next = sigmas[ctx.index], sigmas[ctx.index + 1]
         return self.step(sigma * ctx.noise(), sigma, sigma_next, ctx)[0]

@@ -98,6 +98,30 @@ def test_guidance_flows_through_the_controlnet_and_the_vae_decoder(latent):
         latent.controlnet = None
 
 
+def test_a_steps_float_sigma_gives_the_same_numbers_as_per_sample_sigmas(latent):
+    """``denoise(u, 2.0)`` reuses the noise level computed for 2.0 (made once per sigma); it must
+    equal the per-sample-tensor path bit for bit, however the cache was first filled."""
+    u = torch.randn(3, *latent.sample_shape)
+    with torch.inference_mode():  # filling the cache where autograd is off ...
+        latent.denoise(u.clone(), 2.0)
+    u_grad = u.clone().requires_grad_(True)
+    cached = latent.denoise(u_grad, 2.0)
+    cached.sum().backward()  # ... leaves tensors autograd can still save
+    per_sample = latent.denoise(u, torch.full((3,), 2.0))
+    assert torch.equal(cached.detach(), per_sample)
+    assert torch.equal(latent.denoise(u[:1], 2.0), latent.denoise(u[:1], torch.full((1,), 2.0)))  # batch 1, same entry
+    assert not torch.equal(latent.denoise(u, 2.5), per_sample)
+
+
+def test_resize_matrices_made_without_autograd_serve_gradients():
+    x = torch.randn(1, 3, 24, 24)
+    with torch.inference_mode():
+        SuperResolution(factor=3)(x)
+    x.requires_grad_(True)
+    SuperResolution(factor=3)(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_latent):
     z = torch.randn(1, 4, 8, 8)
 
