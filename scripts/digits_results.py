@@ -177,7 +177,7 @@ OBSERVE: list[str] = []  # operators to run the observations on (--observe); emp
 
 def observed_ops(tier: str) -> list[str]:
     """Every operator of the tier (the paper measures on super-resolution only), or ``--observe``'s."""
-    return [op for op in TIERS[tier] if op in OBSERVE or not OBSERVE]
+    return [op for op in TIERS[tier] if not OBSERVE or op in OBSERVE or f"{tier}/{op}" in OBSERVE]
 
 
 def observations(tier: str) -> tuple[list[str], dict]:
@@ -346,7 +346,8 @@ def main() -> None:
         "--observe",
         nargs="+",
         default=[],
-        help="operators for Observations I-III (default: every operator; the paper measures on super-resolution)",
+        help="operators for Observations I-III, e.g. sr4 or digits_latent/sr8 (default: every operator of every "
+        "tier; the paper measures on super-resolution)",
     )
     args = parser.parse_args()
     OBSERVE.extend(args.observe)

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TASKS = sorted(p.parent.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("task.yaml"))
 SD2_TASKS = [t for t in TASKS if "/" not in t]
-DIGITS_TASKS = [t for t in TASKS if t.startswith("digits/")]  # the shipped pixel tier, every operator
+DIGITS_TASKS = [t for t in TASKS if t.startswith("digits")]  # the shipped pixel and latent tiers, every operator
 SAMPLERS = sorted(p.stem for p in (CONFIGS / "samplers").glob("*.yaml"))
 
 
@@ -160,13 +160,14 @@ def test_each_sampler_file_runs_with_and_without_the_cse(sampler, tiny_latent, t
 
 
 @pytest.mark.parametrize("task", DIGITS_TASKS)
-def test_each_digits_task_runs_on_the_shipped_checkpoints(task, digits_data, tmp_path):
+def test_each_digits_task_runs_on_the_shipped_checkpoints(task, request, tmp_path):
+    data = request.getfixturevalue("digits32_data" if task.startswith("digits_latent/") else "digits_data")
     main(
         [
             "predict",
             *configs(task, "samplers/dmap_same.yaml", f"{task}/cse.yaml"),
             "--sampling.half_steps=2",
-            f"--data.init_args.predict={digits_data / 'test'}",
+            f"--data.init_args.predict={data / 'test'}",
             "--data.init_args.predict_count=2",
             "--trainer.callbacks.init_args.kid_subset_size=2",
             f"--trainer.default_root_dir={tmp_path}",
