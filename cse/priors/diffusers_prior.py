@@ -235,7 +235,7 @@ class DiffusersPrior(Prior):
         small tensor operations per step that dominate a small prior's step at batch 1."""
         if not isinstance(sigma, float | int):
             return self._noise_level(u, torch.as_tensor(sigma, dtype=torch.float64).expand(u.shape[0]))
-        key = (float(sigma), u.dtype, u.device, u.ndim)
+        key = (float(sigma), u.dtype, u.device, u.ndim, id(self.schedule))  # a schedule set later makes new entries
         if key not in self._noise_levels:
             if len(self._noise_levels) > 4096:  # many schedules in one process
                 self._noise_levels.clear()
