@@ -231,7 +231,7 @@ class DiffusersPrior(Prior):
     def noise_level(self, u: Tensor, sigma: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
         """The UNet's timesteps ``[B]`` (float32), and ``sigma`` and ``c_in = 1 / sqrt(1 + sigma^2)``
         broadcastable against ``u``. A sampler's steps share one float sigma across the batch: those
-        are computed once per (sigma, dtype, device) and reused, the same numbers without the ~40
+        are computed once per (sigma, dtype, device, schedule) and reused, the same numbers without the ~40
         small tensor operations per step that dominate a small prior's step at batch 1."""
         if not isinstance(sigma, float | int):
             return self._noise_level(u, torch.as_tensor(sigma, dtype=torch.float64).expand(u.shape[0]))
