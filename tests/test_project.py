@@ -1,11 +1,16 @@
 """The entry points a new user touches first: the CLI, the torchvision fix, the README example."""
 
+import contextlib
+import io
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import cse._torchvision_compat as compat
+from cse.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,13 +22,6 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def cli(monkeypatch, *args: str) -> tuple[int, str, str]:
     """``python -m cse ARGS`` as the console runs it (``sys.argv``, so errors are one line), in process.
     Output goes to buffers that stay open (logging handlers made during a run keep them)."""
-    import contextlib
-    import io
-
-    import pytest
-
-    from cse.cli import main
-
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr("sys.argv", ["python -m cse", *args])
     monkeypatch.delenv("CSE_TRACEBACK", raising=False)
