@@ -13,7 +13,6 @@ same folder restores only the images that are not done, and refuses to mix in ot
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 
+from cse.digest import differences, fingerprint
 from cse.images import heat_map, labelled_grid, read_png, remove_temporaries, save_png, write_atomic, write_text_atomic
 from cse.metrics import ALEXNET_FILE, INCEPTION_FILE, LPIPS, feature_distances, weights_file
 from cse.records import Restoration, Samples
@@ -79,10 +79,6 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
         file.write(text)
         file.flush()
         os.fsync(file.fileno())
-
-
-def fingerprint(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class ImageWriter(BasePredictionWriter):
@@ -216,9 +212,7 @@ class ResultsWriter(BasePredictionWriter):
         earlier = json.loads(record.read_text())
         if earlier.get("fingerprint") == fingerprint(settings):
             return
-        old = earlier.get("settings", {})
-        same = lambda k: json.dumps(old.get(k), default=str) == json.dumps(settings.get(k), default=str)  # noqa: E731
-        details = "; ".join(f"{k}: {old.get(k)} -> {settings.get(k)}" for k in sorted({*old, *settings}) if not same(k))
+        details = differences(earlier.get("settings", {}), json.loads(json.dumps(settings, default=str)))
         raise FileExistsError(
             f"{self.out} holds results made with other settings ({details}). Choose another output folder "
             f"(--trainer.default_root_dir=...), or pass overwrite=true to the writer to replace them."

@@ -24,6 +24,7 @@ from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
+from cse.digest import differences
 from cse.priors.loading import PretrainedNotFoundError
 
 CLEAR_ERRORS = (PretrainedNotFoundError, FileNotFoundError, FileExistsError, PermissionError)
@@ -119,24 +120,12 @@ def check_fit_folder(root: Path, settings: str, ckpt_path: str | None) -> None:
     saved = root / "config.yaml"
     if not saved.is_file():
         return
-    old, new = flatten(yaml.safe_load(saved.read_text())), flatten(yaml.safe_load(settings))
-    changed = sorted(k for k in {*old, *new} - RESUME_MAY_CHANGE if old.get(k) != new.get(k))
-    if changed:
-        details = "; ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in changed[:8])
+    details = differences(yaml.safe_load(saved.read_text()), yaml.safe_load(settings), ignore=RESUME_MAY_CHANGE)
+    if details:
         raise FileExistsError(
             f"{root} holds a run made with other settings ({details}); resuming it would mix the two. "
             "Give this run its own folder with --trainer.default_root_dir=..."
         )
-
-
-def flatten(tree: object, prefix: str = "") -> dict:
-    """``{"a.b": leaf}`` for a nested dict (lists are leaves)."""
-    if not isinstance(tree, dict) or not tree:
-        return {prefix: tree}
-    flat = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def main(args: ArgsType = None) -> LightningCLI | None:
