@@ -50,20 +50,29 @@ def image_folder(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def digits_data(tmp_path_factory):
-    """scikit-learn's digits as ``python -m data_tools digits`` writes them (train/ and test/ shards)."""
+def digits_at(tmp_path_factory):
+    """``digits_at(size)``: scikit-learn's digits as ``python -m data_tools digits --size SIZE`` writes
+    them (train/ and test/ shards), made once per size."""
     from data_tools.digits import build_digits
 
-    out = tmp_path_factory.mktemp("digits")
-    build_digits(out)
-    return out
+    made = {}
+
+    def at(size: int):
+        if size not in made:
+            made[size] = tmp_path_factory.mktemp(f"digits{size}")
+            build_digits(made[size], size=size)
+        return made[size]
+
+    return at
 
 
 @pytest.fixture(scope="session")
-def digits32_data(tmp_path_factory):
-    """The same digits at 32 px (``python -m data_tools digits --size 32``), for the latent tier."""
-    from data_tools.digits import build_digits
+def digits_data(digits_at):
+    """The digits at 16 px, as the pixel tier reads them."""
+    return digits_at(16)
 
-    out = tmp_path_factory.mktemp("digits32")
-    build_digits(out, size=32)
-    return out
+
+@pytest.fixture(scope="session")
+def digits32_data(digits_at):
+    """The same digits at 32 px, for the latent tier."""
+    return digits_at(32)

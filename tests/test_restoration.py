@@ -159,9 +159,15 @@ def test_each_sampler_file_runs_with_and_without_the_cse(sampler, tiny_latent, t
     assert with_cse == tiny_cse
 
 
+def data_config(task: str) -> dict:
+    """The data file a task's config names (``data: ../data.yaml``), read."""
+    task_file = CONFIGS / task / "task.yaml"
+    return yaml.safe_load((task_file.parent / yaml.safe_load(task_file.read_text())["data"]).read_text())
+
+
 @pytest.mark.parametrize("task", DIGITS_TASKS)
-def test_each_digits_task_runs_on_the_shipped_checkpoints(task, request, tmp_path):
-    data = request.getfixturevalue("digits32_data" if task.startswith("digits_latent/") else "digits_data")
+def test_each_digits_task_runs_on_the_shipped_checkpoints(task, digits_at, tmp_path):
+    data = digits_at(data_config(task)["init_args"]["image_size"])
     main(
         [
             "predict",
