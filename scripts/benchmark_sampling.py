@@ -9,8 +9,11 @@ image for each sampler at the paper's settings, plus the effect of each fast pat
 ``sd2`` builds Stable Diffusion 2-base's UNet and VAE from their published configuration with random
 weights (no download). FLOPs are counted with torch's FlopCounterMode on meta tensors (shapes
 only), for one step of each kind, and multiplied by how many steps of that kind a run makes;
-seconds are measured over ``--steps`` steps after a warm-up and scaled the same way. Samplers are
-built from configs/samplers/*.yaml with the step sizes of the task's ``sampling:`` block.
+seconds are measured over ``--steps`` steps after a warm-up and scaled the same way. Two lower
+bounds per image on a GPU (``--gpu``, default this one or an H100) come from a record of every
+op's FLOPs and bytes: every FLOP at the tensor cores' peak, and each op at the slower of its
+FLOPs at peak and its bytes at full memory bandwidth, no two fused. Samplers are built from configs/samplers/*.yaml
+with the step sizes of the task's ``sampling:`` block.
 """
 
 from __future__ import annotations
@@ -20,12 +23,18 @@ import json
 import re
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 import cse  # noqa: F401
 from cse.operators import Measurement, SuperResolution
@@ -44,6 +53,7 @@ PEAK_TFLOPS = {  # dense tensor-core peaks (NVIDIA data sheets, SXM): bf16/fp16,
     "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
     "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0},
 }
+BANDWIDTH_TBS = {"H100": 3.35, "H200": 4.8, "A100": 2.04}  # HBM bandwidth (NVIDIA data sheets, SXM)
 
 
 # -- what is measured ----------------------------------------------------------------------------
@@ -155,6 +165,93 @@ def count_flops(scale: str, method: str, batch: int = 1) -> dict[str, float]:
         per_iter = counter.get_total_flops() / batch
         flops[kind] = per_iter * (sampler.max_iters if kind == "consistency" else 1)
     return flops
+
+
+class TrafficCounter(TorchDispatchMode):
+    """The FLOPs (torch's own formulas) and the bytes read and written (tensor arguments and
+    results; views and aliases move nothing) of every aten op run under it."""
+
+    FREE = {"_unsafe_view", "detach", "lift_fresh", "alias"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[str, int, int]] = []  # (op, FLOPs, bytes)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func.overloadpacket
+        if func.is_view or packet.__name__ in self.FREE:
+            return out
+        flops = flop_registry[packet](*args, **kwargs, out_val=out) if packet in flop_registry else 0
+        tensors = (t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor))
+        self.ops.append((packet.__name__, flops, sum(t.numel() * t.element_size() for t in tensors)))
+        return out
+
+    def roofline(self, peak_tflops: float, bandwidth_tbs: float) -> dict[str, float]:
+        """Seconds per op family if every op ran at the device's peak FLOP rate or its full memory
+        bandwidth, whichever bounds it (no op fused with another)."""
+        seconds = defaultdict(float)
+        for name, flops, moved in self.ops:
+            seconds[op_family(name)] += max(flops / (peak_tflops * 1e12), moved / (bandwidth_tbs * 1e12))
+        return dict(seconds)
+
+
+def op_family(name: str) -> str:
+    if name.startswith("convolution"):
+        return "convolutions"
+    if "attention" in name:
+        return "attention"
+    if name in {"mm", "addmm", "bmm", "baddbmm"}:
+        return "matrix products"
+    if "norm" in name:
+        return "normalisation"
+    return "element-wise and copies"
+
+
+@contextmanager
+def fused_attention() -> Iterator[None]:
+    """On meta tensors, attention as a GPU runs PyTorch's SDPA: one fused kernel that never writes
+    the attention matrix (the meta device would otherwise decompose it into matrix products)."""
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        if query.device.type != "meta" or attn_mask is not None or kwargs:
+            return original(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, **kwargs)
+        efficient = torch.ops.aten._scaled_dot_product_efficient_attention
+        return efficient(query, key, value, None, True, dropout_p, is_causal, scale=scale)[0]
+
+    original, F.scaled_dot_product_attention = F.scaled_dot_product_attention, sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+def roofline(scale: str, method: str, dtype: torch.dtype, gpu: str, batch: int = 1) -> dict:
+    """A run's bytes moved and lower bounds on its time per image on ``gpu``: ``compute`` (every FLOP
+    at the tensor cores' peak) and ``roofline`` (op by op, the slower of its FLOPs at peak and its
+    bytes at full bandwidth), with the latter's share per op family."""
+    prior, task = build_prior(scale, "meta" if scale == "sd2" else "cpu", dtype)
+    sampler = sampler_from_configs(task, method)
+    operator, y, shape = problem(prior, batch)
+    peak, bandwidth = PEAK_TFLOPS[gpu][str(dtype).split(".")[-1]], BANDWIDTH_TBS[gpu]
+    totals, families = defaultdict(float), defaultdict(float)
+    for kind, count in step_kinds(sampler).items():
+        repeats = count * (sampler.max_iters if kind == "consistency" else 1) / batch
+        with fused_attention(), TrafficCounter() as counter:
+            one_step(sampler, prior, operator, y, shape, kind)
+        totals["bytes"] += repeats * sum(moved for _, _, moved in counter.ops)
+        totals["compute"] += repeats * sum(flops for _, flops, _ in counter.ops) / (peak * 1e12)
+        for family, seconds in counter.roofline(peak, bandwidth).items():
+            families[family] += repeats * seconds
+    return {
+        "gpu": gpu,
+        "batch": batch,
+        "bytes_per_image": totals["bytes"],
+        "compute_bound_s": totals["compute"],
+        "roofline_s": sum(families.values()),
+        "roofline_by_family_s": dict(sorted(families.items(), key=lambda kv: -kv[1])),
+    }
 
 
 def time_steps(sampler: Sampler, prior, operator, y, shape, steps: int, kind: str = "step") -> float:
@@ -271,11 +368,20 @@ def compare(args) -> dict:
 # -- output --------------------------------------------------------------------------------------
 
 
-def peak_for(device: str, dtype: torch.dtype) -> float | None:
+def describe_bounds(bounds: dict, dtype: str) -> str:
+    families = ", ".join(f"{name} {seconds:.2f}" for name, seconds in bounds["roofline_by_family_s"].items())
+    return (
+        f"{'':>12}on an {bounds['gpu']} in {dtype} at batch {bounds['batch']}, per image at least "
+        f"{bounds['compute_bound_s']:.2f} s (FLOPs at peak), {bounds['roofline_s']:.2f} s op by op "
+        f"({bounds['bytes_per_image'] / 1e12:.2f} TB moved; s by family: {families})"
+    )
+
+
+def gpu_model(device: str) -> str | None:
+    """This device's entry in PEAK_TFLOPS (None on a CPU or an unlisted GPU)."""
     if not device.startswith("cuda"):
         return None
-    name = torch.cuda.get_device_name()
-    return next((table[str(dtype).split(".")[-1]] for key, table in PEAK_TFLOPS.items() if key in name), None)
+    return next((key for key in PEAK_TFLOPS if key in torch.cuda.get_device_name()), None)
 
 
 def main() -> None:
@@ -295,6 +401,9 @@ def main() -> None:
     parser.add_argument("--overhead", action="store_true", help="the samplers' own share of a DPS step")
     parser.add_argument("--compare", action="store_true", help="how much each fast path changes a DPS result")
     parser.add_argument("--compare-steps", type=int, default=20)
+    parser.add_argument(
+        "--gpu", choices=sorted(PEAK_TFLOPS), help="whose bounds to compute (default: this GPU, or H100)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
@@ -309,23 +418,28 @@ def main() -> None:
         results["compare"] = compare(args)
     else:
         flops = {method: count_flops(args.scale, method) for method in args.samplers}
-        results["flops"] = flops
+        gpu = args.gpu or gpu_model(args.device) or "H100"
+        bounds = {method: roofline(args.scale, method, dtype, gpu, args.batch) for method in args.samplers}
+        results["flops"], results["bounds"] = flops, bounds
         for method, kinds in flops.items():
             print(
                 f"{method:>10}: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/image" for k, v in kinds.items()), flush=True
             )
+            print(describe_bounds(bounds[method], args.dtype), flush=True)
         if not args.count_only:
             prior, task = build_prior(args.scale, args.device, dtype)
             if args.checkpointing:
                 prior.enable_gradient_checkpointing()
             prior.optimize(channels_last=args.channels_last, compile=args.compile)
-            peak = peak_for(args.device, dtype)
+            peak = PEAK_TFLOPS[gpu_model(args.device)][args.dtype] if gpu_model(args.device) else None
             rows = []
             for method in args.samplers:
                 batches = [args.batch] + ([largest_batch(args, prior, task, method)] if args.largest_batch else [])
                 for batch in dict.fromkeys(b for b in batches if b):
                     row = measure(args, prior, task, method, batch, flops[method])
                     row["fraction_of_peak"] = row["tflops_achieved"] / peak if peak else None
+                    bound = bounds[method] if batch == args.batch else roofline(args.scale, method, dtype, gpu, batch)
+                    row["times_roofline"] = row["seconds_per_image"] / bound["roofline_s"] if peak else None
                     rows.append(row)
                     print(json.dumps(row), flush=True)
             results["rows"], results["peak_tflops"] = rows, peak

@@ -3,10 +3,12 @@ and the FLOP-accounted benchmark from a fresh clone."""
 
 import importlib.util
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cse.metrics import psnr
 from cse.operators import SuperResolution
@@ -86,6 +88,37 @@ def test_flops_of_an_sd2_step_are_counted_from_its_networks(benchmark):
     assert benchmark.count_flops("sd2", "dmap_full")["step"] > 3 * step  # K = 3 gradient steps
 
 
+def test_the_roofline_counts_each_ops_bytes_and_flops(benchmark):
+    x, w = torch.zeros(2, 8, 32, 32, device="meta"), torch.zeros(16, 8, 3, 3, device="meta")
+    with benchmark.TrafficCounter() as counter:
+        F.conv2d(x, w, padding=1)
+    ((name, flops, moved),) = counter.ops
+    assert name == "convolution" and flops == 2 * (2 * 16 * 32 * 32) * (8 * 3 * 3)
+    assert moved == 4 * (x.numel() + w.numel() + 2 * 16 * 32 * 32)  # fp32: input, weight and output, once each
+    assert counter.roofline(peak_tflops=1.0, bandwidth_tbs=1e-3) == {"convolutions": moved / 1e9}
+    assert counter.roofline(peak_tflops=1e-6, bandwidth_tbs=1.0) == {"convolutions": flops / 1e6}
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_attention_is_counted_as_a_fused_kernel(benchmark, fused):
+    """A GPU's SDPA never writes the attention matrix (here 2 heads x 2048^2 x 4 bytes = 32 MiB)."""
+    q = torch.zeros(1, 2, 2048, 64, device="meta", requires_grad=True)
+    with benchmark.fused_attention() if fused else nullcontext(), benchmark.TrafficCounter() as counter:
+        F.scaled_dot_product_attention(q, q, q).sum().backward()
+    largest = max(moved for _, _, moved in counter.ops)
+    assert (largest < 4 * 2 * 2048**2) == fused
+    assert sum(flops for _, flops, _ in counter.ops) >= 3 * 2 * (2 * 2 * 2048**2 * 64)  # QK^T and PV, and back
+
+
+def test_the_bounds_of_an_sd2_run_add_up(benchmark):
+    bounds = benchmark.roofline("sd2", "dps", torch.bfloat16, "H100")
+    per_step = benchmark.count_flops("sd2", "dps")["step"]
+    assert bounds["compute_bound_s"] == pytest.approx(500 * per_step / 989e12, rel=0.02)  # fused attention recomputes
+    assert bounds["roofline_s"] == pytest.approx(sum(bounds["roofline_by_family_s"].values()))
+    assert bounds["compute_bound_s"] < bounds["roofline_s"] and bounds["bytes_per_image"] > 1e12
+    assert set(bounds["roofline_by_family_s"]) >= {"convolutions", "attention", "normalisation"}
+
+
 def test_the_benchmark_runs_at_tiny_scale(benchmark, tmp_path, monkeypatch):
     out = tmp_path / "tiny.json"
     args = ["benchmark_sampling.py", "--scale", "tiny", "--samplers", "dps", "resample", "--steps", "1"]
@@ -94,6 +127,8 @@ def test_the_benchmark_runs_at_tiny_scale(benchmark, tmp_path, monkeypatch):
     rows = json.loads(out.read_text())["rows"]
     assert [r["sampler"] for r in rows] == ["dps", "resample"]
     assert all(r["flops_per_image"] > 0 and r["seconds_per_image"] > 0 for r in rows)
+    bounds = json.loads(out.read_text())["bounds"]["dps"]
+    assert 0 < bounds["compute_bound_s"] < bounds["roofline_s"] and bounds["gpu"] == "H100"
     assert rows[1]["steps"] == {"step": 500, "consistency": 2}  # steps 50 and 100 of 500
 
 
