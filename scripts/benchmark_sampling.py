@@ -184,7 +184,10 @@ class TrafficCounter(TorchDispatchMode):
         if func.is_view or packet.__name__ in self.FREE:
             return out
         flops = flop_registry[packet](*args, **kwargs, out_val=out) if packet in flop_registry else 0
-        tensors = (t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor))
+        read = args
+        if packet is torch.ops.aten.convolution_backward and not args[-1][1]:
+            read = (args[0], *args[2:])  # the input gradient alone needs no input, only the weight
+        tensors = (t for t in tree_leaves((read, kwargs, out)) if isinstance(t, torch.Tensor))
         self.ops.append((packet.__name__, flops, sum(t.numel() * t.element_size() for t in tensors)))
         return out
 

@@ -97,6 +97,11 @@ def test_the_roofline_counts_each_ops_bytes_and_flops(benchmark):
     assert moved == 4 * (x.numel() + w.numel() + 2 * 16 * 32 * 32)  # fp32: input, weight and output, once each
     assert counter.roofline(peak_tflops=1.0, bandwidth_tbs=1e-3) == {"convolutions": moved / 1e9}
     assert counter.roofline(peak_tflops=1e-6, bandwidth_tbs=1.0) == {"convolutions": flops / 1e6}
+    x.requires_grad_(True)
+    with benchmark.TrafficCounter() as counter:
+        F.conv2d(x, w, padding=1).sum().backward()
+    ((_, _, moved_back),) = [op for op in counter.ops if op[0] == "convolution_backward"]
+    assert moved_back == moved  # the output's gradient and the weight in, the input's gradient out
 
 
 @pytest.mark.parametrize("fused", [False, True])
