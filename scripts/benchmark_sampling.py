@@ -23,6 +23,7 @@ import json
 import re
 import sys
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -151,13 +152,18 @@ def one_step(sampler: Sampler, prior, operator, y, shape, kind: str = "step", ct
     return z.grad
 
 
-def count_flops(scale: str, method: str, batch: int = 1) -> dict[str, float]:
-    """FLOPs per image of each step kind, on meta tensors (no computation)."""
-    prior, task = (
-        build_prior(scale, "meta", torch.float32) if scale == "sd2" else build_prior(scale, "cpu", torch.float32)
-    )
-    sampler = sampler_from_configs(task, method)
-    operator, y, shape = problem(prior, batch)
+def counted_setup(scale: str, method: str, dtype: torch.dtype, batch: int, checkpointing: bool = False) -> tuple:
+    """The prior (on meta tensors at SD2 scale: shapes, no values), sampler and problem of a count."""
+    prior, task = build_prior(scale, "meta" if scale == "sd2" else "cpu", dtype)
+    if checkpointing:
+        prior.enable_gradient_checkpointing()
+    return prior, sampler_from_configs(task, method), *problem(prior, batch)
+
+
+def count_flops(scale: str, method: str, batch: int = 1, checkpointing: bool = False) -> dict[str, float]:
+    """FLOPs per image of each step kind, on meta tensors (no computation); with checkpointing, the
+    recomputed forward passes included."""
+    prior, sampler, operator, y, shape = counted_setup(scale, method, torch.float32, batch, checkpointing)
     flops = {}
     for kind in step_kinds(sampler):
         with FlopCounterMode(display=False) as counter:
@@ -230,13 +236,13 @@ def fused_attention() -> Iterator[None]:
         F.scaled_dot_product_attention = original
 
 
-def roofline(scale: str, method: str, dtype: torch.dtype, gpu: str, batch: int = 1) -> dict:
+def roofline(
+    scale: str, method: str, dtype: torch.dtype, gpu: str, batch: int = 1, checkpointing: bool = False
+) -> dict:
     """A run's bytes moved and lower bounds on its time per image on ``gpu``: ``compute`` (every FLOP
     at the tensor cores' peak) and ``roofline`` (op by op, the slower of its FLOPs at peak and its
     bytes at full bandwidth), with the latter's share per op family."""
-    prior, task = build_prior(scale, "meta" if scale == "sd2" else "cpu", dtype)
-    sampler = sampler_from_configs(task, method)
-    operator, y, shape = problem(prior, batch)
+    prior, sampler, operator, y, shape = counted_setup(scale, method, dtype, batch, checkpointing)
     peak, bandwidth = PEAK_TFLOPS[gpu][str(dtype).split(".")[-1]], BANDWIDTH_TBS[gpu]
     totals, families = defaultdict(float), defaultdict(float)
     for kind, count in step_kinds(sampler).items():
@@ -255,6 +261,56 @@ def roofline(scale: str, method: str, dtype: torch.dtype, gpu: str, batch: int =
         "roofline_s": sum(families.values()),
         "roofline_by_family_s": dict(sorted(families.items(), key=lambda kv: -kv[1])),
     }
+
+
+class LiveMemory(TorchDispatchMode):
+    """The bytes held by the tensors that the ops under it make, and their peak: a storage counts
+    from the op that makes it until the last tensor on it is freed (autograd's saved tensors too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storages: dict[int, list[int]] = {}  # storage -> [live tensors on it, bytes]
+        self.live = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                self.hold(tensor)
+        return out
+
+    def hold(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key not in self.storages:
+            self.storages[key] = [0, storage.nbytes()]
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+        self.storages[key][0] += 1
+        weakref.finalize(tensor, self.release, key)
+
+    def release(self, key: int) -> None:
+        entry = self.storages[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.live -= entry[1]
+            del self.storages[key]
+
+
+def memory_model(
+    scale: str, method: str, dtype: torch.dtype, batch: int, checkpointing: bool = False
+) -> dict[str, float]:
+    """Peak memory of a step (GiB), from the tensors it makes on meta tensors, plus the weights: what
+    ``torch.cuda.max_memory_allocated`` would report, less workspaces and the allocator's rounding."""
+    prior, sampler, operator, y, shape = counted_setup(scale, method, dtype, batch, checkpointing)
+    weights = sum(t.numel() * t.element_size() for t in [*prior.parameters(), *prior.buffers()])
+    peak = 0
+    for kind in step_kinds(sampler):
+        ctx = sampler.context(prior, operator, y, list(range(batch)), None, shape)
+        with fused_attention(), LiveMemory() as memory:
+            one_step(sampler, prior, operator, y, shape, kind, ctx)
+        peak = max(peak, memory.peak)
+    return {"batch": batch, "weights_gib": weights / 2**30, "peak_gib": (weights + peak) / 2**30}
 
 
 def time_steps(sampler: Sampler, prior, operator, y, shape, steps: int, kind: str = "step") -> float:
@@ -290,7 +346,7 @@ def measure(args, prior, task: str, method: str, batch: int, flops: dict[str, fl
         "flops_per_image": total_flops,
         "seconds_per_image": per_image,
         "tflops_achieved": total_flops / per_image / 1e12,
-        "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if y.is_cuda else None,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if y.is_cuda else None,
     }
 
 
@@ -371,6 +427,16 @@ def compare(args) -> dict:
 # -- output --------------------------------------------------------------------------------------
 
 
+def estimate_memory(args, dtype: torch.dtype) -> dict[str, list[dict]]:
+    """memory_model at each ``--memory`` batch size, for each sampler; printed as it comes."""
+    table = {}
+    for method in args.samplers:
+        table[method] = [memory_model(args.scale, method, dtype, b, args.checkpointing) for b in args.memory]
+        sizes = ", ".join(f"batch {row['batch']} {row['peak_gib']:.1f}" for row in table[method])
+        print(f"{method:>10}: estimated peak memory (GiB, weights {table[method][0]['weights_gib']:.2f}): {sizes}")
+    return table
+
+
 def describe_bounds(bounds: dict, dtype: str) -> str:
     families = ", ".join(f"{name} {seconds:.2f}" for name, seconds in bounds["roofline_by_family_s"].items())
     return (
@@ -405,6 +471,9 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="how much each fast path changes a DPS result")
     parser.add_argument("--compare-steps", type=int, default=20)
     parser.add_argument(
+        "--memory", type=int, nargs="+", metavar="BATCH", help="estimate peak memory at these batch sizes (any machine)"
+    )
+    parser.add_argument(
         "--gpu", choices=sorted(PEAK_TFLOPS), help="whose bounds to compute (default: this GPU, or H100)"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -420,9 +489,13 @@ def main() -> None:
     elif args.compare:
         results["compare"] = compare(args)
     else:
-        flops = {method: count_flops(args.scale, method) for method in args.samplers}
+        if args.memory:
+            results["memory"] = estimate_memory(args, dtype)
+        flops = {method: count_flops(args.scale, method, 1, args.checkpointing) for method in args.samplers}
         gpu = args.gpu or gpu_model(args.device) or "H100"
-        bounds = {method: roofline(args.scale, method, dtype, gpu, args.batch) for method in args.samplers}
+        bounds = {
+            method: roofline(args.scale, method, dtype, gpu, args.batch, args.checkpointing) for method in args.samplers
+        }
         results["flops"], results["bounds"] = flops, bounds
         for method, kinds in flops.items():
             print(
@@ -441,7 +514,9 @@ def main() -> None:
                 for batch in dict.fromkeys(b for b in batches if b):
                     row = measure(args, prior, task, method, batch, flops[method])
                     row["fraction_of_peak"] = row["tflops_achieved"] / peak if peak else None
-                    bound = bounds[method] if batch == args.batch else roofline(args.scale, method, dtype, gpu, batch)
+                    bound = bounds[method]
+                    if batch != args.batch:
+                        bound = roofline(args.scale, method, dtype, gpu, batch, args.checkpointing)
                     row["times_roofline"] = row["seconds_per_image"] / bound["roofline_s"] if peak else None
                     rows.append(row)
                     print(json.dumps(row), flush=True)

@@ -115,6 +115,33 @@ def test_attention_is_counted_as_a_fused_kernel(benchmark, fused):
     assert sum(flops for _, flops, _ in counter.ops) >= 3 * 2 * (2 * 2 * 2048**2 * 64)  # QK^T and PV, and back
 
 
+def test_live_memory_counts_each_storage_until_its_last_tensor_is_freed(benchmark):
+    nbytes = 4 * 1024
+    with benchmark.LiveMemory() as memory:
+        a = torch.zeros(1024, device="meta")
+        b = a + 1
+        del b
+        c = a * 2
+        view = c.view(32, 32)
+        assert memory.live == memory.peak == 2 * nbytes  # a, c: b was freed, the view holds c's storage
+        del c
+        assert memory.live == 2 * nbytes
+        del view, a
+    assert memory.live == 0 and memory.peak == 2 * nbytes
+
+
+def test_the_memory_model_of_an_sd2_step_grows_with_the_batch(benchmark):
+    """At SD2-base 512 px (meta tensors): the weights once, activations per image, and gradient
+    checkpointing trades most of them for recomputation (measured on an H100: 5.5 GiB at batch 1 in
+    bf16, 62.3 at 16; docs/performance.md)."""
+    one, four = (benchmark.memory_model("sd2", "dps", torch.bfloat16, b) for b in (1, 4))
+    checkpointed = benchmark.memory_model("sd2", "dps", torch.bfloat16, 1, checkpointing=True)
+    assert one["weights_gib"] == pytest.approx(949e6 * 2 / 2**30, rel=0.01)  # 865 M + 84 M parameters in bf16
+    per_image = one["peak_gib"] - one["weights_gib"]
+    assert four["peak_gib"] - four["weights_gib"] == pytest.approx(4 * per_image, rel=0.1)
+    assert checkpointed["peak_gib"] - checkpointed["weights_gib"] < 0.6 * per_image
+
+
 def test_the_bounds_of_an_sd2_run_add_up(benchmark):
     bounds = benchmark.roofline("sd2", "dps", torch.bfloat16, "H100")
     per_step = benchmark.count_flops("sd2", "dps")["step"]
