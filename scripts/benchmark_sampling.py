@@ -12,8 +12,9 @@ only), for one step of each kind, and multiplied by how many steps of that kind 
 seconds are measured over ``--steps`` steps after a warm-up and scaled the same way. Two lower
 bounds per image on a GPU (``--gpu``, default this one or an H100) come from a record of every
 op's FLOPs and bytes: every FLOP at the tensor cores' peak, and each op at the slower of its
-FLOPs at peak and its bytes at full memory bandwidth, no two fused. Samplers are built from configs/samplers/*.yaml
-with the step sizes of the task's ``sampling:`` block.
+FLOPs at peak and its bytes at full memory bandwidth, no two fused. ``--memory`` estimates peak
+memory at given batch sizes from the same kind of record. Samplers are built from
+configs/samplers/*.yaml with the step sizes of the task's ``sampling:`` block.
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ class LiveMemory(TorchDispatchMode):
 
     def hold(self, tensor: torch.Tensor) -> None:
         storage = tensor.untyped_storage()
-        key = storage._cdata
+        key = storage._cdata  # the storage itself (its Python wrapper is new each time; meta has no data_ptr)
         if key not in self.storages:
             self.storages[key] = [0, storage.nbytes()]
             self.live += storage.nbytes()
