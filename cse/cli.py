@@ -105,7 +105,13 @@ class CLI(LightningCLI):
             arguments["return_predictions"] = False
 
 
-RESUME_MAY_CHANGE = {"ckpt_path", "config", "trainer.max_steps", "trainer.max_epochs"}
+RESUME_MAY_CHANGE = {
+    "ckpt_path",
+    "config",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "model.init_args.overwrite_export",
+}
 
 
 def check_fit_folder(root: Path, settings: str, ckpt_path: str | None) -> None:

@@ -58,7 +58,7 @@ class ExportsWhenDone:
     """For trainers that save what they trained at the end: into ``export_dir`` (a folder, or a file
     for single-file exports), by default ``<default_root_dir>/<export_name>``, refusing before
     training a file or a folder that holds files unless ``overwrite_export`` (hyper-parameters of the
-    module)."""
+    module). A resumed run replaces its own export (the default one, in its folder) without asking."""
 
     export_name = "model"
 
@@ -73,10 +73,12 @@ class ExportsWhenDone:
         save(path)
         readable(path)
 
-    def setup(self, stage: str) -> None:
+    def on_fit_start(self) -> None:
+        """Before the first step (and after a checkpoint is restored, so a resumed run is known)."""
         path = self.export_path()
         taken = path.is_file() or (path.is_dir() and any(path.iterdir()))
-        if stage == "fit" and taken and not self.hparams.overwrite_export:
+        own = self.trainer.ckpt_path is not None and not self.hparams.export_dir  # resuming this folder's run
+        if taken and not own and not self.hparams.overwrite_export:
             raise FileExistsError(
                 f"the export {path} already holds a model; choose another export_dir, or set overwrite_export=true "
                 "to replace it"

@@ -359,4 +359,6 @@ def test_a_run_folder_is_never_restarted_over_nor_resumed_with_other_settings(di
         main([*args, "--ckpt_path=last", "--data.init_args.train_count=25"])
     assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == last
     main([*args, "--ckpt_path=last", "--trainer.max_steps=2"])  # the same settings, trained further
-    assert (tmp_path / "controlnet").is_dir()
+    exported = (tmp_path / "controlnet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    main([*args, "--ckpt_path=last", "--trainer.max_steps=3"])  # a finished run extended: its export replaced
+    assert (tmp_path / "controlnet" / "diffusion_pytorch_model.safetensors").read_bytes() != exported
