@@ -152,8 +152,16 @@ def main(args: ArgsType = None) -> LightningCLI | None:
         clear = clear_error(error)
         if clear is None or args is not None or os.environ.get("CSE_TRACEBACK"):
             raise  # called from Python, or asked for: the whole exception
-        print(f"error: {clear}\n(set CSE_TRACEBACK=1 to see the full traceback)", file=sys.stderr)
+        print(f"error: {clear}{option_hint(clear)}\n(set CSE_TRACEBACK=1 to see the full traceback)", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def option_hint(error: BaseException) -> str:
+    """Where a config passes the folder that could not be loaded."""
+    if not isinstance(error, PretrainedNotFoundError):
+        return ""
+    option = "controlnet" if error.component.startswith("ControlNet") else "id_or_path"
+    return f" In a config or on the command line: --model.init_args.prior.init_args.{option}=DIR."
 
 
 def clear_error(error: BaseException) -> BaseException | None:

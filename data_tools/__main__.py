@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import cse  # noqa: F401  (makes torchvision importable before lightning loads it)
+from cse.priors.loading import PretrainedNotFoundError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +43,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except PretrainedNotFoundError as error:
+        if argv is not None or os.environ.get("CSE_TRACEBACK"):
+            raise  # called from Python, or asked for: the whole exception
+        print(f"error: {error} Here: --prior DIR.", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(json.dumps(summary))
+    return summary
+
+
+def run(args: argparse.Namespace) -> dict:
     if args.command == "shards":
         from data_tools.shards import build_shards
 
@@ -64,7 +78,6 @@ def main(argv: list[str] | None = None) -> dict:
         from data_tools.digits import build_digits
 
         summary = build_digits(args.out, args.size)
-    print(json.dumps(summary))
     return summary
 
 

@@ -46,7 +46,17 @@ def test_a_missing_model_folder_is_one_clear_line_not_a_parser_traceback(monkeyp
     )  # fmt: skip
     assert code == 1
     assert "error: Could not load the diffusion prior 'checkpoints/digits/missing'" in err
+    assert "--model.init_args.prior.init_args.id_or_path=DIR" in err
     assert "Traceback" not in err and "Union subtypes" not in err
+
+
+def test_a_missing_cse_names_the_controlnet_option(monkeypatch):
+    code, _, err = cli(
+        monkeypatch, "predict", "--config=configs/digits/sr4/task.yaml", "--config=configs/samplers/dps.yaml",
+        "--model.init_args.prior.init_args.controlnet=checkpoints/digits/missing_cse",
+    )  # fmt: skip
+    assert code == 1 and "error: Could not load the ControlNet (CSE) 'checkpoints/digits/missing_cse'" in err
+    assert "--model.init_args.prior.init_args.controlnet=DIR" in err and "id_or_path=DIR" not in err
 
 
 def test_a_method_the_task_has_no_step_size_for_is_named(monkeypatch):

@@ -15,7 +15,13 @@ from cse.paths import project_path, where
 
 
 class PretrainedNotFoundError(FileNotFoundError):
-    """A model folder or hub id that could not be loaded; the message says how to fix it."""
+    """A model folder or hub id that could not be loaded; the message says how to fix it.
+    ``component`` says what it was ("diffusion prior", "ControlNet (CSE)", ...), so that a front end
+    can name its own option for passing a folder instead."""
+
+    def __init__(self, message: str, component: str) -> None:
+        super().__init__(message)
+        self.component = component
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,8 @@ def _not_found(id_or_path: str, what: str, reason: str) -> PretrainedNotFoundErr
     return PretrainedNotFoundError(
         f"Could not load the {what} '{id_or_path}': {reason}. Looked for a local folder of that name "
         f"and in the Hugging Face cache ({constants.HF_HUB_CACHE}). On a machine with access, run "
-        f"`hf download {id_or_path} --local-dir DIR` (or copy the folder here) and pass DIR instead, "
-        f"e.g. `--model.init_args.prior.init_args.id_or_path=DIR`."
+        f"`hf download {id_or_path} --local-dir DIR` (or copy the folder here) and pass DIR instead.",
+        component=what,
     )
 
 

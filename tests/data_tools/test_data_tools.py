@@ -106,6 +106,17 @@ def test_selfgen_writes_shards_and_resumes(tiny_pixel_v, tmp_path):
     assert not torch.equal(a["selfgen000000"], a["selfgen000001"])
 
 
+def test_a_missing_prior_is_one_clear_line_naming_the_option(tmp_path, monkeypatch, capsys):
+    argv = ["data_tools", "selfgen", "--prior", str(tmp_path / "no-prior"), "--count", "1", "--out", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", argv)
+    monkeypatch.delenv("CSE_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "Traceback" not in err
+    assert err.startswith("error: Could not load the diffusion prior") and "Here: --prior DIR." in err
+
+
 def test_digits_split(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "data_tools", "digits", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
