@@ -28,6 +28,7 @@ from cse.cli import main as cse_main
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 OUT = ROOT / "outputs" / "results"
+FIGURES = ROOT / "docs" / "img"  # the report's; runs that write no report put theirs under OUT
 EXTRA: list[str] = []  # overrides for every run (--count)
 TIERS = {"digits": ["sr4", "inpaint", "gblur", "nlblur"], "digits_latent": ["sr8", "inpaint", "gblur", "nlblur"]}
 SHIPPED = [tier for tier in TIERS if (ROOT / "checkpoints" / tier / "prior").is_dir()]  # the default
@@ -203,10 +204,9 @@ def observations(tier: str) -> tuple[list[str], dict]:
             ),
         }
         results[op] = {"end": end, "error": error, "means": means, "diversity": diversity}
-        figure = ROOT / "docs" / "img" / f"score-error-{tier}-{op}.png"
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        figure.write_bytes((OUT / task / "score_error" / "plot.png").read_bytes())
-        strip(task, list(diversity), ROOT / "docs" / "img" / f"diversity-{tier}-{op}.png")
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        (FIGURES / f"score-error-{tier}-{op}.png").write_bytes((OUT / task / "score_error" / "plot.png").read_bytes())
+        strip(task, list(diversity), FIGURES / f"diversity-{tier}-{op}.png")
         lines += observation_section(tier, op, zetas, results[op])
         print("\n".join(lines[-12:]), flush=True)
     return lines, results
@@ -354,10 +354,12 @@ def main() -> None:
     if args.ops:
         for tier in TIERS:
             TIERS[tier] = [op for op in TIERS[tier] if op in args.ops]
+    global OUT, FIGURES
     if args.count:
-        global OUT
         OUT = ROOT / "outputs" / f"results-{args.count}"
         EXTRA.append(f"--data.init_args.predict_count={args.count}")
+    if args.count or args.ops:
+        FIGURES = OUT / "img"
     done = {}
     for tier in args.tiers:
         for part in ("table4", "table9", "observations"):

@@ -1,7 +1,7 @@
 """Every sampler against the exact posterior of Gaussian mixtures; writes docs/results-exact.md.
 
     python scripts/exact_benchmark.py            # about 20 minutes on 2 CPU cores
-    python scripts/exact_benchmark.py --quick    # fewer samples and repeats (a smoke run)
+    python scripts/exact_benchmark.py --quick    # fewer samples and repeats (a smoke run, into outputs/exact-quick/)
 
 Problems: the paper's toy example (Appendix A.4) as stated, its noisy and y = 0 variants, and a
 64-D mixture whose modes a random linear operator cannot tell apart. Each method's step size is
@@ -273,12 +273,19 @@ def table(problem: ExactProblem, results: dict, reference: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sample sizes, for a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sample sizes, for a smoke run (written to outputs/exact-quick/)"
+    )
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from results-exact.json")
     parser.add_argument(
         "--missing", action="store_true", help="measure only the methods results-exact.json lacks (figures unchanged)"
     )
     args = parser.parse_args()
+    if args.quick:  # a smoke run's numbers never replace the report's
+        global DOCS
+        DOCS = ROOT / "outputs" / "exact-quick"
+        DOCS.mkdir(parents=True, exist_ok=True)
+        print(f"--quick: results, report and figures go to {DOCS}", flush=True)
     torch.set_default_dtype(torch.float64)
     problems = [toy_problem("paper"), toy_problem("noisy"), toy_problem("zero"), random_problem()]
     stored = DOCS / "results-exact.json"
