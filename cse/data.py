@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
@@ -342,7 +343,13 @@ class ImageDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The prediction set in key order, without the keys in :attr:`exclude` (done earlier)."""
         refs = select_subset(index_source(self._require("predict")), self.hparams.predict_count, None)
-        refs = [ref for ref in refs if ref.key not in self.exclude]
+        remaining = [ref for ref in refs if ref.key not in self.exclude]
+        if refs and not remaining:
+            rank_zero_info(
+                f"All {len(refs)} inputs already have results in this run's folder: nothing to restore "
+                "(the writer's overwrite=true, or another folder, redoes them)."
+            )
+        refs = remaining
         return self._loader(self._dataset(refs, eval_transform(self.hparams.image_size)), training=False)
 
 

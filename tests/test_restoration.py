@@ -1,6 +1,7 @@
 """python -m cse predict: composed configs, DDP, resuming, faults and bad input (tiny stacks)."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -259,7 +260,7 @@ def test_diversity_over_several_samples_in_the_papers_units(tiny_latent, image_f
 
 
 def test_killed_between_the_pngs_and_the_metrics_line_a_rerun_completes_it(
-    tiny_latent, image_folder, tmp_path, monkeypatch
+    tiny_latent, image_folder, tmp_path, monkeypatch, caplog
 ):
     """The second batch's PNGs are written, then the process dies before its metrics line (and a
     half-written temporary file is left): the rerun redoes those images and the summary counts all."""
@@ -283,6 +284,9 @@ def test_killed_between_the_pngs_and_the_metrics_line_a_rerun_completes_it(
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and summary(tmp_path)["count"] == 4
     assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / "metrics").exists()
+    with caplog.at_level(logging.INFO):
+        restore(tiny_latent, image_folder, tmp_path)  # a third time: nothing is left, and it says so
+    assert "All 4 inputs already have results" in caplog.text and summary(tmp_path)["count"] == 4
 
 
 def test_a_torn_metrics_line_is_redone_and_a_corrupt_one_is_named(tiny_latent, image_folder, tmp_path):
