@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from cse.digest import differences, fingerprint
@@ -81,12 +84,27 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
         os.fsync(file.fileno())
 
 
-class ImageWriter(BasePredictionWriter):
+class BatchWriter(BasePredictionWriter):
+    """Writes each batch as it comes; on SIGTERM (``kill``, ``timeout``, a scheduler's pre-emption)
+    stops once the current batch is written, which Lightning's predict loop would not do alone,
+    so that a rerun resumes where it stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="batch")
+
+    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args, **kwargs) -> None:
+        super().on_predict_batch_end(trainer, pl_module, *args, **kwargs)
+        if trainer.received_sigterm:
+            rank_zero_info("SIGTERM: stopped after writing this batch; a rerun resumes from here")
+            raise SIGTERMException(128 + signal.SIGTERM)  # the exit status of a process SIGTERM ended
+
+
+class ImageWriter(BatchWriter):
     """Writes :class:`~cse.records.Samples` to ``out/folder/{key}.png``; :meth:`done` tells which keys
     are written, so that a rerun leaves them out."""
 
     def __init__(self, out: str | os.PathLike, folder: str = "images") -> None:
-        super().__init__(write_interval="batch")
+        super().__init__()
         self.out, self.folder = Path(out), folder
 
     def path(self, key: str) -> Path:
@@ -105,7 +123,7 @@ class ImageWriter(BasePredictionWriter):
         trainer.strategy.barrier("images written")  # every rank's files exist before anyone reads them
 
 
-class ResultsWriter(BasePredictionWriter):
+class ResultsWriter(BatchWriter):
     """What every resumable results folder shares: records per key in JSON lines (each rank its own
     file under ``metrics/``, merged at the end into ``<records>.jsonl``), a ``run.json`` of the
     settings that made them, a rerun that does only what is missing and refuses other settings.
@@ -117,7 +135,7 @@ class ResultsWriter(BasePredictionWriter):
     products: tuple[str, ...] = ()  # folders and files a rerun with overwrite removes
 
     def __init__(self, output_dir: str | None = None, overwrite: bool = False) -> None:
-        super().__init__(write_interval="batch")
+        super().__init__()
         self.output_dir, self.overwrite = output_dir, overwrite
         self.out = Path(output_dir or ".")
         self.rank = 0

@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -287,6 +288,27 @@ def test_killed_between_the_pngs_and_the_metrics_line_a_rerun_completes_it(
     with caplog.at_level(logging.INFO):
         restore(tiny_latent, image_folder, tmp_path)  # a third time: nothing is left, and it says so
     assert "All 4 inputs already have results" in caplog.text and summary(tmp_path)["count"] == 4
+
+
+def test_sigterm_stops_a_run_after_the_batch_in_hand_and_a_rerun_resumes(
+    tiny_latent, image_folder, tmp_path, monkeypatch
+):
+    steps = []
+    step = DPS.step
+
+    def terminated_during_the_first_batch(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or `timeout` sends it
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(DPS, "step", terminated_during_the_first_batch)
+    with pytest.raises(SystemExit) as exit_:
+        restore(tiny_latent, image_folder, tmp_path)  # 4 images in batches of 2
+    assert exit_.value.code == 143
+    assert len((tmp_path / "metrics" / "metrics-rank0.jsonl").read_text().splitlines()) == 2
+    restore(tiny_latent, image_folder, tmp_path)
+    assert summary(tmp_path)["count"] == 4 and len(steps) == 4  # 2 steps per batch: the rerun made batch 2 only
 
 
 def test_a_torn_metrics_line_is_redone_and_a_corrupt_one_is_named(tiny_latent, image_folder, tmp_path):
