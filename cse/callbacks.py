@@ -231,6 +231,7 @@ class ResultsWriter(BatchWriter):
         if earlier.get("fingerprint") == fingerprint(settings):
             return
         details = differences(earlier.get("settings", {}), json.loads(json.dumps(settings, default=str)))
+        details = details or "its run.json records no fingerprint, or one of other settings"
         raise FileExistsError(
             f"{self.out} holds results made with other settings ({details}). Choose another output folder "
             f"(--trainer.default_root_dir=...), or pass overwrite=true to the writer to replace them."

@@ -73,11 +73,17 @@ class ExportsWhenDone:
         save(path)
         readable(path)
 
+    def resumes_own_run(self) -> bool:
+        """Whether this fit resumes a checkpoint of its own run folder (not another folder's)."""
+        ckpt = self.trainer.ckpt_path
+        folder = Path(self.trainer.default_root_dir) / "checkpoints"
+        return ckpt is not None and Path(ckpt).resolve().parent == folder.resolve()
+
     def on_fit_start(self) -> None:
         """Before the first step (and after a checkpoint is restored, so a resumed run is known)."""
         path = self.export_path()
         taken = path.is_file() or (path.is_dir() and any(path.iterdir()))
-        own = self.trainer.ckpt_path is not None and not self.hparams.export_dir  # resuming this folder's run
+        own = not self.hparams.export_dir and self.resumes_own_run()
         if taken and not own and not self.hparams.overwrite_export:
             raise FileExistsError(
                 f"the export {path} already holds a model; choose another export_dir, or set overwrite_export=true "

@@ -178,7 +178,8 @@ class TrafficCounter(TorchDispatchMode):
     """The FLOPs (torch's own formulas) and the bytes read and written (tensor arguments and
     results; views and aliases move nothing) of every aten op run under it."""
 
-    FREE = {"_unsafe_view", "detach", "lift_fresh", "alias"}
+    FREE = {"_unsafe_view", "detach", "lift_fresh", "alias", "empty", "empty_like", "empty_strided"}
+    WRITE_ONLY = {"copy_", "fill_", "zero_"}  # in place: the destination is written, not read
 
     def __init__(self) -> None:
         super().__init__()
@@ -194,8 +195,10 @@ class TrafficCounter(TorchDispatchMode):
         read = args
         if packet is torch.ops.aten.convolution_backward and not args[-1][1]:
             read = (args[0], *args[2:])  # the input gradient alone needs no input, only the weight
-        tensors = (t for t in tree_leaves((read, kwargs, out)) if isinstance(t, torch.Tensor))
-        self.ops.append((packet.__name__, flops, sum(t.numel() * t.element_size() for t in tensors)))
+        elif packet.__name__ in self.WRITE_ONLY:
+            read = args[1:]
+        tensors = [t for t in tree_leaves((read, kwargs, out)) if isinstance(t, torch.Tensor)]
+        self.ops.append((packet.__name__, flops, sum(map(stored_bytes, tensors))))
         return out
 
     def roofline(self, peak_tflops: float, bandwidth_tbs: float) -> dict[str, float]:
@@ -207,7 +210,13 @@ class TrafficCounter(TorchDispatchMode):
         return dict(seconds)
 
 
+def stored_bytes(tensor: torch.Tensor) -> int:
+    """A tensor's bytes, an expanded one (stride 0) counted at the size of its storage at most."""
+    return min(tensor.numel(), tensor.untyped_storage().nbytes() // tensor.element_size()) * tensor.element_size()
+
+
 def op_family(name: str) -> str:
+    """The family an aten op's time is reported under."""
     if name.startswith("convolution"):
         return "convolutions"
     if "attention" in name:
@@ -265,37 +274,37 @@ def roofline(
 
 
 class LiveMemory(TorchDispatchMode):
-    """The bytes held by the tensors that the ops under it make, and their peak: a storage counts
-    from the op that makes it until the last tensor on it is freed (autograd's saved tensors too)."""
+    """The bytes of the storages that the ops under it allocate, and their peak: a storage counts
+    from the op that allocates it until it is freed (autograd's saved tensors keep it alive). Views
+    and in-place results of tensors made elsewhere (the weights, the inputs) allocate nothing."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.storages: dict[int, list[int]] = {}  # storage -> [live tensors on it, bytes]
+        self.storages: dict[int, int] = {}  # live storage -> its bytes
         self.live = self.peak = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        given = {storage_key(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor):
-                self.hold(tensor)
+            if isinstance(tensor, torch.Tensor) and storage_key(tensor) not in given | self.storages.keys():
+                self.allocate(tensor.untyped_storage())
         return out
 
-    def hold(self, tensor: torch.Tensor) -> None:
-        storage = tensor.untyped_storage()
-        key = storage._cdata  # the storage itself (its Python wrapper is new each time; meta has no data_ptr)
-        if key not in self.storages:
-            self.storages[key] = [0, storage.nbytes()]
-            self.live += storage.nbytes()
-            self.peak = max(self.peak, self.live)
-        self.storages[key][0] += 1
-        weakref.finalize(tensor, self.release, key)
+    def allocate(self, storage: torch.UntypedStorage) -> None:
+        key = storage._cdata
+        self.storages[key] = storage.nbytes()
+        self.live += storage.nbytes()
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self.free, key)  # a storage's Python object lives as long as it does
 
-    def release(self, key: int) -> None:
-        entry = self.storages[key]
-        entry[0] -= 1
-        if entry[0] == 0:
-            self.live -= entry[1]
-            del self.storages[key]
+    def free(self, key: int) -> None:
+        self.live -= self.storages.pop(key)
+
+
+def storage_key(tensor: torch.Tensor) -> int:
+    """The storage itself (its Python object is shared by its tensors; meta tensors have no data_ptr)."""
+    return tensor.untyped_storage()._cdata
 
 
 def memory_model(
@@ -439,6 +448,7 @@ def estimate_memory(args, dtype: torch.dtype) -> dict[str, list[dict]]:
 
 
 def describe_bounds(bounds: dict, dtype: str) -> str:
+    """One printed line per sampler: both bounds, the bytes moved and the op-by-op time per family."""
     families = ", ".join(f"{name} {seconds:.2f}" for name, seconds in bounds["roofline_by_family_s"].items())
     return (
         f"{'':>12}on an {bounds['gpu']} in {dtype} at batch {bounds['batch']}, per image at least "
@@ -515,10 +525,12 @@ def main() -> None:
                 for batch in dict.fromkeys(b for b in batches if b):
                     row = measure(args, prior, task, method, batch, flops[method])
                     row["fraction_of_peak"] = row["tflops_achieved"] / peak if peak else None
-                    bound = bounds[method]
-                    if batch != args.batch:
-                        bound = roofline(args.scale, method, dtype, gpu, batch, args.checkpointing)
-                    row["times_roofline"] = row["seconds_per_image"] / bound["roofline_s"] if peak else None
+                    row["times_roofline"] = None  # against the bounds of the GPU measured, never another's
+                    if gpu == gpu_model(args.device):
+                        bound = bounds[method]
+                        if batch != args.batch:
+                            bound = roofline(args.scale, method, dtype, gpu, batch, args.checkpointing)
+                        row["times_roofline"] = row["seconds_per_image"] / bound["roofline_s"]
                     rows.append(row)
                     print(json.dumps(row), flush=True)
             results["rows"], results["peak_tflops"] = rows, peak

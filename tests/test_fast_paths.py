@@ -99,7 +99,7 @@ def test_the_roofline_counts_each_ops_bytes_and_flops(benchmark):
     assert counter.roofline(peak_tflops=1e-6, bandwidth_tbs=1.0) == {"convolutions": flops / 1e6}
     x.requires_grad_(True)
     with benchmark.TrafficCounter() as counter:
-        F.conv2d(x, w, padding=1).sum().backward()
+        F.conv2d(x, w, padding=1).backward(torch.zeros(2, 16, 32, 32, device="meta"))
     ((_, _, moved_back),) = [op for op in counter.ops if op[0] == "convolution_backward"]
     assert moved_back == moved  # the output's gradient and the weight in, the input's gradient out
 
@@ -117,17 +117,32 @@ def test_attention_is_counted_as_a_fused_kernel(benchmark, fused):
 
 def test_live_memory_counts_each_storage_until_its_last_tensor_is_freed(benchmark):
     nbytes = 4 * 1024
+    weight = torch.zeros(1024, 1024, device="meta")  # made outside: not the step's memory
     with benchmark.LiveMemory() as memory:
         a = torch.zeros(1024, device="meta")
         b = a + 1
         del b
         c = a * 2
         view = c.view(32, 32)
+        weight.t().add_(0)  # a view of a tensor made elsewhere, changed in place: allocates nothing
         assert memory.live == memory.peak == 2 * nbytes  # a, c: b was freed, the view holds c's storage
         del c
         assert memory.live == 2 * nbytes
         del view, a
     assert memory.live == 0 and memory.peak == 2 * nbytes
+
+
+def test_live_memory_counts_what_autograd_saves_until_the_backward_pass(benchmark):
+    nbytes = 4 * 1024
+    x = torch.zeros(1024, device="meta", requires_grad=True)
+    with benchmark.LiveMemory() as memory:
+        y = x.exp()  # exp saves its output for the backward pass
+        z = y.sum()
+        del y
+        assert memory.live >= nbytes  # y's storage lives on in the graph
+        z.backward()
+        del z
+    assert memory.live == nbytes and x.grad.numel() == 1024  # x's gradient alone: y was freed
 
 
 def test_the_memory_model_of_an_sd2_step_grows_with_the_batch(benchmark):
@@ -153,7 +168,18 @@ def test_the_bounds_of_an_sd2_run_add_up(benchmark):
 
 def test_the_benchmark_runs_at_tiny_scale(benchmark, tmp_path, monkeypatch):
     out = tmp_path / "tiny.json"
-    args = ["benchmark_sampling.py", "--scale", "tiny", "--samplers", "dps", "resample", "--steps", "1"]
+    args = [
+        "benchmark_sampling.py",
+        "--scale",
+        "tiny",
+        "--samplers",
+        "dps",
+        "resample",
+        "--steps",
+        "1",
+        "--gpu",
+        "H100",
+    ]
     monkeypatch.setattr("sys.argv", [*args, "--json", str(out)])
     benchmark.main()
     rows = json.loads(out.read_text())["rows"]

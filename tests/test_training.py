@@ -362,3 +362,4 @@ def test_a_run_folder_is_never_restarted_over_nor_resumed_with_other_settings(di
     exported = (tmp_path / "controlnet" / "diffusion_pytorch_model.safetensors").read_bytes()
     main([*args, "--ckpt_path=last", "--trainer.max_steps=3"])  # a finished run extended: its export replaced
     assert (tmp_path / "controlnet" / "diffusion_pytorch_model.safetensors").read_bytes() != exported
+    main([*args, "--ckpt_path=last", "--trainer.max_steps=4", "--model.init_args.overwrite_export=true"])

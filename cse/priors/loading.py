@@ -19,9 +19,12 @@ class PretrainedNotFoundError(FileNotFoundError):
     ``component`` says what it was ("diffusion prior", "ControlNet (CSE)", ...), so that a front end
     can name its own option for passing a folder instead."""
 
-    def __init__(self, message: str, component: str) -> None:
+    def __init__(self, message: str, component: str = "model") -> None:
         super().__init__(message)
         self.component = component
+
+    def __reduce__(self):  # pickled whole (DDP and multiprocessing pass exceptions between processes)
+        return type(self), (str(self), self.component)
 
 
 @dataclass(frozen=True)

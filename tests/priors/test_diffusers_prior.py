@@ -1,6 +1,7 @@
 """The diffusers prior on tiny random SD-like stacks built from config (nothing downloaded)."""
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -167,8 +168,10 @@ def test_images_of_another_size_than_the_networks(latent):
 
 
 def test_a_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(PretrainedNotFoundError, match=r"no folder .*no-such-model.*pass DIR"):
+    with pytest.raises(PretrainedNotFoundError, match=r"no folder .*no-such-model.*pass DIR") as raised:
         DiffusersPrior.from_pretrained(tmp_path / "no-such-model")
+    copy = pickle.loads(pickle.dumps(raised.value))  # as DDP passes it between processes
+    assert str(copy) == str(raised.value) and copy.component == "diffusion prior"
 
 
 def test_relative_folders_are_found_from_any_working_folder(tmp_path, monkeypatch):
