@@ -72,7 +72,13 @@ def benchmark():
     return module
 
 
-def test_flops_of_an_sd2_step_are_counted_from_its_networks(benchmark):
+@pytest.fixture(scope="module")
+def dps_step_flops(benchmark) -> float:
+    """FLOPs of one DPS step per image at SD2-base 512 px (meta tensors)."""
+    return benchmark.count_flops("sd2", "dps")["step"]
+
+
+def test_flops_of_an_sd2_step_are_counted_from_its_networks(benchmark, dps_step_flops):
     """One DPS step at SD2-base 512 px runs the UNet and the VAE decoder forward, and back through
     both for the input gradient only (the weights are frozen): about twice their forward FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -83,7 +89,7 @@ def test_flops_of_an_sd2_step_are_counted_from_its_networks(benchmark):
         prior.decode(prior.denoise(z, 3.0))
     forward = counter.get_total_flops()
     assert 3.2e12 < forward < 3.4e12  # UNet 0.80 + decoder 2.51 TFLOP, as torch counts them
-    step = benchmark.count_flops("sd2", "dps")["step"]
+    step = dps_step_flops
     assert 2.0 * forward < step < 2.1 * forward
     assert benchmark.count_flops("sd2", "dmap_full")["step"] > 3 * step  # K = 3 gradient steps
 
@@ -157,10 +163,11 @@ def test_the_memory_model_of_an_sd2_step_grows_with_the_batch(benchmark):
     assert checkpointed["peak_gib"] - checkpointed["weights_gib"] < 0.6 * per_image
 
 
-def test_the_bounds_of_an_sd2_run_add_up(benchmark):
+def test_the_bounds_of_an_sd2_run_add_up(benchmark, dps_step_flops):
     bounds = benchmark.roofline("sd2", "dps", torch.bfloat16, "H100")
-    per_step = benchmark.count_flops("sd2", "dps")["step"]
-    assert bounds["compute_bound_s"] == pytest.approx(500 * per_step / 989e12, rel=0.02)  # fused attention recomputes
+    assert bounds["compute_bound_s"] == pytest.approx(
+        500 * dps_step_flops / 989e12, rel=0.02
+    )  # fused attention recomputes
     assert bounds["roofline_s"] == pytest.approx(sum(bounds["roofline_by_family_s"].values()))
     assert bounds["compute_bound_s"] < bounds["roofline_s"] and bounds["bytes_per_image"] > 1e12
     assert set(bounds["roofline_by_family_s"]) >= {"convolutions", "attention", "normalisation"}
