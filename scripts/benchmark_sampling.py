@@ -2,6 +2,7 @@
 image for each sampler at the paper's settings, plus the effect of each fast path.
 
     python scripts/benchmark_sampling.py --scale sd2 --count-only      # FLOPs at SD2-base 512 px, on CPU (seconds)
+    python scripts/benchmark_sampling.py --scale sd2 --count-only --dtype bfloat16 --memory 1 16   # + peak memory
     python scripts/benchmark_sampling.py --scale sd2 --device cuda     # the GPU table (random full-size weights)
     python scripts/benchmark_sampling.py --scale digits                # samplers' own overhead on the digits prior
     python scripts/benchmark_sampling.py --scale tiny                  # a test-sized run
@@ -472,7 +473,7 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=SAMPLERS)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="timed steps of each kind, after one warm-up")
-    parser.add_argument("--count-only", action="store_true", help="FLOPs only (no timing)")
+    parser.add_argument("--count-only", action="store_true", help="FLOPs and bounds (and --memory) only: no timing")
     parser.add_argument("--largest-batch", action="store_true", help="also time at the largest batch that fits")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
