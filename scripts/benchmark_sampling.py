@@ -4,7 +4,7 @@ image for each sampler at the paper's settings, plus the effect of each fast pat
     python scripts/benchmark_sampling.py --scale sd2 --count-only      # FLOPs at SD2-base 512 px, on CPU (seconds)
     python scripts/benchmark_sampling.py --scale sd2 --count-only --dtype bfloat16 --memory 1 16   # + peak memory
     python scripts/benchmark_sampling.py --scale sd2 --device cuda     # the GPU table (random full-size weights)
-    python scripts/benchmark_sampling.py --scale digits                # samplers' own overhead on the digits prior
+    python scripts/benchmark_sampling.py --scale digits --overhead     # samplers' own overhead on the digits prior
     python scripts/benchmark_sampling.py --scale tiny                  # a test-sized run
 
 ``sd2`` builds Stable Diffusion 2-base's UNet and VAE from their published configuration with random
