@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 from jsonargparse import Namespace, set_parsing_settings
@@ -152,8 +153,13 @@ def main(args: ArgsType = None) -> LightningCLI | None:
         clear = clear_error(error)
         if clear is None or args is not None or os.environ.get("CSE_TRACEBACK"):
             raise  # called from Python, or asked for: the whole exception
-        print(f"error: {clear}{option_hint(clear)}\n(set CSE_TRACEBACK=1 to see the full traceback)", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail_clearly(clear, option_hint(clear))
+
+
+def fail_clearly(error: BaseException, hint: str = "") -> NoReturn:
+    """An error that explains itself, as one line on stderr (no traceback), and exit status 1."""
+    print(f"error: {error}{hint}\n(set CSE_TRACEBACK=1 to see the full traceback)", file=sys.stderr)
+    raise SystemExit(1) from None
 
 
 def option_hint(error: BaseException) -> str:

@@ -74,10 +74,11 @@ class ExportsWhenDone:
         readable(path)
 
     def resumes_own_run(self) -> bool:
-        """Whether this fit resumes a checkpoint of its own run folder (not another folder's)."""
-        ckpt = self.trainer.ckpt_path
-        folder = Path(self.trainer.default_root_dir) / "checkpoints"
-        return ckpt is not None and Path(ckpt).resolve().parent == folder.resolve()
+        """Whether this fit resumes a checkpoint its own checkpoint callback wrote (not another run's)."""
+        ckpt, callback = self.trainer.ckpt_path, self.trainer.checkpoint_callback
+        if ckpt is None or callback is None or callback.dirpath is None:
+            return False
+        return Path(ckpt).resolve().parent == Path(callback.dirpath).resolve()
 
     def on_fit_start(self) -> None:
         """Before the first step (and after a checkpoint is restored, so a resumed run is known)."""

@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
     except PretrainedNotFoundError as error:
         if argv is not None or os.environ.get("CSE_TRACEBACK"):
             raise  # called from Python, or asked for: the whole exception
-        print(f"error: {error} Here: --prior DIR.", file=sys.stderr)
-        raise SystemExit(1) from None
+        from cse.cli import fail_clearly  # the same one-line error as python -m cse
+
+        fail_clearly(error, " Here: --prior DIR.")
     print(json.dumps(summary))
     return summary
 

@@ -435,6 +435,32 @@ def compare(args) -> dict:
     return table
 
 
+def timed_rows(args, dtype: torch.dtype, flops: dict, bounds: dict, gpu: str) -> tuple[list[dict], float | None]:
+    """Each sampler timed at ``--batch`` (and the largest batch that fits), with its share of the
+    measured device's peak and its ratio to that device's op-by-op bound."""
+    prior, task = build_prior(args.scale, args.device, dtype)
+    if args.checkpointing:
+        prior.enable_gradient_checkpointing()
+    prior.optimize(channels_last=args.channels_last, compile=args.compile)
+    measured = gpu_model(args.device)
+    peak = PEAK_TFLOPS[measured][args.dtype] if measured else None
+    rows = []
+    for method in args.samplers:
+        batches = [args.batch] + ([largest_batch(args, prior, task, method)] if args.largest_batch else [])
+        for batch in dict.fromkeys(b for b in batches if b):
+            row = measure(args, prior, task, method, batch, flops[method])
+            row["fraction_of_peak"] = row["tflops_achieved"] / peak if peak else None
+            row["times_roofline"] = None  # against the bounds of the GPU measured, never another's
+            if measured == gpu:
+                bound = bounds[method]
+                if batch != args.batch:
+                    bound = roofline(args.scale, method, dtype, gpu, batch, args.checkpointing)
+                row["times_roofline"] = row["seconds_per_image"] / bound["roofline_s"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows, peak
+
+
 # -- output --------------------------------------------------------------------------------------
 
 
@@ -515,26 +541,7 @@ def main() -> None:
             )
             print(describe_bounds(bounds[method], args.dtype), flush=True)
         if not args.count_only:
-            prior, task = build_prior(args.scale, args.device, dtype)
-            if args.checkpointing:
-                prior.enable_gradient_checkpointing()
-            prior.optimize(channels_last=args.channels_last, compile=args.compile)
-            peak = PEAK_TFLOPS[gpu_model(args.device)][args.dtype] if gpu_model(args.device) else None
-            rows = []
-            for method in args.samplers:
-                batches = [args.batch] + ([largest_batch(args, prior, task, method)] if args.largest_batch else [])
-                for batch in dict.fromkeys(b for b in batches if b):
-                    row = measure(args, prior, task, method, batch, flops[method])
-                    row["fraction_of_peak"] = row["tflops_achieved"] / peak if peak else None
-                    row["times_roofline"] = None  # against the bounds of the GPU measured, never another's
-                    if gpu == gpu_model(args.device):
-                        bound = bounds[method]
-                        if batch != args.batch:
-                            bound = roofline(args.scale, method, dtype, gpu, batch, args.checkpointing)
-                        row["times_roofline"] = row["seconds_per_image"] / bound["roofline_s"]
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-            results["rows"], results["peak_tflops"] = rows, peak
+            results["rows"], results["peak_tflops"] = timed_rows(args, dtype, flops, bounds, gpu)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
