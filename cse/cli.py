@@ -14,27 +14,51 @@ first file called ``task.yaml`` is left out), e.g. ``outputs/digits/sr4/dmap_ful
 
 from __future__ import annotations
 
+import argparse
 import os
-import re
 import sys
+import textwrap
 from pathlib import Path
-from typing import NoReturn
 
 import yaml
-from jsonargparse import Namespace, set_parsing_settings
+from jsonargparse import DefaultHelpFormatter, Namespace, set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from cse.digest import differences
-from cse.priors.loading import PretrainedNotFoundError
-
-CLEAR_ERRORS = (PretrainedNotFoundError, FileNotFoundError, FileExistsError, PermissionError)
-"""Errors whose message says what to do: shown alone, not under the config parser's traceback."""
+from cse.errors import ConfigError, clear_error, config_error, fail_clearly, option_hint, quiet_other_peoples_advice
+from cse.paths import PROJECT_ROOT
 
 EPILOG = """Options of a config's model, data and sampler are listed by
   python -m cse predict --config CONFIG [--config ...] --print_config
-and of any class by e.g. --model.help cse.restoration.RestorationModule
-or --model.init_args.sampler.help cse.samplers.DMAP"""
+and of any class, with or without a config, by e.g.
+  python -m cse predict --model.init_args.sampler.help cse.samplers.DMAP"""
+
+RUNS = """A run is a task file plus a method file (plus the task's cse.yaml for "+CSE"), e.g.
+  python -m cse predict --config configs/digits/sr4/task.yaml --config configs/samplers/dmap_full.yaml \\
+      --config configs/digits/sr4/cse.yaml
+  python -m cse fit --config configs/digits/sr4/task.yaml --config configs/digits/train_cse.yaml
+Results go to outputs/<task>/<method>[+cse]/ unless --trainer.default_root_dir is given."""
+
+
+class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help, with the description's lines kept as written."""
+
+
+def listing(pattern: str) -> str:
+    """The project's config files matching ``pattern`` (relative to its root), one short line."""
+    found = sorted(str(p.relative_to(PROJECT_ROOT)) for p in PROJECT_ROOT.glob(pattern))
+    return ", ".join(found) if found else "(none in this installation)"
+
+
+def description() -> str:
+    """What ``python -m cse SUBCOMMAND --help`` shows first: how runs are made, the tasks and methods."""
+    tasks = listing("configs/**/task.yaml").replace("/task.yaml", "")
+    methods = listing("configs/samplers/*.yaml").replace("configs/samplers/", "").replace(".yaml", "")
+    wrap = textwrap.TextWrapper(width=100, subsequent_indent="  ").fill
+    return "\n".join(
+        [RUNS, "", wrap(f"Tasks (configs/<task>/task.yaml): {tasks}"), wrap(f"Methods (configs/samplers/): {methods}")]
+    )
 
 
 def derived_root(configs: list[Path]) -> Path:
@@ -64,8 +88,18 @@ class CLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         argv = sys.argv[1:] if args is None else args
-        self.config_files = config_files([str(a) for a in argv]) if isinstance(argv, list) else []
-        super().parse_arguments(parser, args)
+        self.argv = [str(a) for a in argv] if isinstance(argv, list) else []
+        self.config_files = config_files(self.argv)
+        try:
+            super().parse_arguments(parser, args)
+        except Exception as error:  # the parser's refusals raise (exit_on_error=False): one line each
+            raise refused(error, self.argv) from error
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as error:  # a value an __init__ refused (num_steps=0, zeta=-8, ...)
+            raise refused(error, self.argv) from error
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -135,10 +169,42 @@ def check_fit_folder(root: Path, settings: str, ckpt_path: str | None) -> None:
         )
 
 
+def refused(error: BaseException, argv: list[str]) -> BaseException:
+    """An error of parsing or instantiating the config: one that explains itself as it is, any other
+    as a :class:`ConfigError` naming the reason and the option."""
+    clear = clear_error(error)
+    return clear if clear is not None else config_error(error, argv)
+
+
+def class_help(argv: list[str]) -> bool:
+    """``--ANY.help CLASS`` without a config: print the options of CLASS's ``__init__`` (the parser
+    itself can list them only once it knows the classes above, i.e. from a config)."""
+    if config_files(argv):
+        return False
+    for option, value in zip(argv, argv[1:], strict=False):
+        if option.endswith(".help") and option != "--help" and "." in value:
+            from jsonargparse import ArgumentParser
+            from jsonargparse._util import import_object
+
+            parser = ArgumentParser(prog=f"{value} options", exit_on_error=False)
+            parser.add_class_arguments(import_object(value), nested_key=f"{option[2:-5]}.init_args", fail_untyped=False)
+            parser.print_help()
+            return True
+    return False
+
+
 def main(args: ArgsType = None) -> LightningCLI | None:
     """Model and data are given by ``class_path`` in the YAML, so any module of the project can run."""
     # ${sampling.NAME} in a config file means the `sampling` block of the same subcommand's config
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    quiet_other_peoples_advice()
+    if args is None and class_help(sys.argv[1:]):
+        raise SystemExit(0)
+    usage = "python -m cse {} --config TASK --config METHOD [--config CSE] [--OPTION VALUE ...]"
+    subcommands = {
+        name: {"description": description(), "epilog": EPILOG, "usage": usage.format(name)}
+        for name in ("fit", "validate", "test", "predict")
+    }
     try:
         return CLI(
             LightningModule,
@@ -146,41 +212,18 @@ def main(args: ArgsType = None) -> LightningCLI | None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "python -m cse", "parser_mode": "omegaconf+", "epilog": EPILOG},
+            parser_kwargs={
+                "prog": "python -m cse",
+                "parser_mode": "omegaconf+",
+                "epilog": EPILOG,
+                "exit_on_error": False,
+                "formatter_class": HelpFormatter,  # the subcommands' too
+                **subcommands,
+            },
             args=args,
         )
     except Exception as error:
         clear = clear_error(error)
         if clear is None or args is not None or os.environ.get("CSE_TRACEBACK"):
             raise  # called from Python, or asked for: the whole exception
-        fail_clearly(clear, option_hint(clear))
-
-
-def fail_clearly(error: BaseException, hint: str = "") -> NoReturn:
-    """An error that explains itself, as one line on stderr (no traceback), and exit status 1."""
-    print(f"error: {error}{hint}\n(set CSE_TRACEBACK=1 to see the full traceback)", file=sys.stderr)
-    raise SystemExit(1) from None
-
-
-def option_hint(error: BaseException) -> str:
-    """Where a config passes the folder that could not be loaded."""
-    if not isinstance(error, PretrainedNotFoundError):
-        return ""
-    option = "controlnet" if error.component.startswith("ControlNet") else "id_or_path"
-    return f" In a config or on the command line: --model.init_args.prior.init_args.{option}=DIR."
-
-
-def clear_error(error: BaseException) -> BaseException | None:
-    """The first error in ``error``'s chain of causes that explains itself (see CLEAR_ERRORS); a
-    missing ``${sampling.NAME}`` becomes such an error too."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, CLEAR_ERRORS):
-            return error
-        if type(error).__name__ == "InterpolationKeyError":
-            missing = re.search(r"sampling\.\w+", str(error))
-            key = missing.group(0) if missing else str(error)
-            return KeyError(f"{key}: the method file reads it from the task file's `sampling:` block, which lacks it")
-        error = error.__cause__ or error.__context__
-    return None
+        fail_clearly(clear, option_hint(clear), status=2 if isinstance(clear, ConfigError) else 1)

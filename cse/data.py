@@ -32,7 +32,17 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
-from cse.images import IMAGE_SUFFIXES, decode_image, eval_transform, image_problem, to_tensor
+from cse.errors import InputError
+from cse.images import (
+    IMAGE_SUFFIXES,
+    decode_image,
+    eval_transform,
+    image_problem,
+    read_bytes,
+    read_range,
+    to_tensor,
+    walk_folder,
+)
 from cse.records import Batch
 from cse.seeding import seed_from_key
 
@@ -46,18 +56,15 @@ class SampleRef:
     offset: int = 0  # byte range inside a shard; size -1 reads the whole file
     size: int = -1
     meta: tuple[str, int, int] | None = None  # (file, offset, size) of the sample's JSON, if any
+    problem: str | None = None  # why it cannot be read, found while listing (a symlink loop, ...)
 
     def read(self) -> bytes:
-        return _read(self.file, self.offset, self.size)
+        if self.problem is not None:
+            raise OSError(self.problem)
+        return read_bytes(Path(self.file), self.offset, self.size)
 
     def metadata(self) -> dict:
-        return json.loads(_read(*self.meta)) if self.meta is not None else {}
-
-
-def _read(file: str, offset: int, size: int) -> bytes:
-    with open(file, "rb") as handle:
-        handle.seek(offset)
-        return handle.read(size)
+        return json.loads(read_range(*self.meta)) if self.meta is not None else {}
 
 
 def shard_files(source: str) -> list[str]:
@@ -87,16 +94,25 @@ def index_shards(files: list[str]) -> list[SampleRef]:
 
 
 def index_folder(root: str) -> list[SampleRef]:
-    """Every image under ``root`` (recursive), keyed by its relative path without suffix; a
-    ``{stem}.json`` beside an image is its metadata."""
+    """Every image under ``root`` (recursive, linked folders followed), keyed by its relative path
+    without suffix; a ``{stem}.json`` beside an image is its metadata. Entries that cannot be images
+    (dangling links, loops, folders named ``x.png``) are listed too, to be skipped with the reason."""
     root_path = Path(root)
-    files = sorted(p for p in root_path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     refs = []
-    for path in files:
+    for path, problem in sorted(walk_folder(root_path)):
         sidecar = path.with_suffix(".json")
         meta = (str(sidecar), 0, -1) if sidecar.is_file() else None
-        refs.append(SampleRef(str(path.relative_to(root_path).with_suffix("")), str(path), meta=meta))
+        key = str(path.relative_to(root_path).with_suffix(""))
+        refs.append(SampleRef(key, str(path), meta=meta, problem=problem))
     return refs
+
+
+def duplicate_keys(refs: list[SampleRef]) -> dict[str, list[str]]:
+    """Keys held by more than one file (``a.png`` and ``a.jpg``), with their files."""
+    files: dict[str, list[str]] = {}
+    for ref in refs:
+        files.setdefault(ref.key, []).append(ref.file)
+    return {key: found for key, found in files.items() if len(found) > 1}
 
 
 def index_source(source: str) -> list[SampleRef]:
@@ -107,9 +123,12 @@ def index_source(source: str) -> list[SampleRef]:
         where = Path(source).expanduser().resolve()
         hint = " (python -m data_tools digits --out data/digits makes the digits)" if "digits" in source else ""
         raise FileNotFoundError(f"no images or webdataset shards found at {source!r} ({where}){hint}")
-    keys = [r.key for r in refs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"duplicate sample keys in {source!r}; keys must be unique")
+    if duplicates := duplicate_keys(refs):
+        key, files = next(iter(duplicates.items()))
+        more = f" (and {len(duplicates) - 1} more keys)" if len(duplicates) > 1 else ""
+        raise InputError(
+            f"{' and '.join(files)} would both be sample {key!r}{more}: a key names one image; rename or move one"
+        )
     return sorted(refs, key=lambda r: r.key)
 
 
@@ -299,6 +318,13 @@ class ImageDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        for name, value in (("batch_size", batch_size), ("image_size", image_size)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        counts = (("num_workers", num_workers), ("train_count", train_count), ("predict_count", predict_count))
+        for name, value in counts:
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         self.save_hyperparameters()
         self.exclude: set[str] = set()  # keys already done (set by a resumable prediction writer)
 

@@ -3,17 +3,18 @@ heat maps for people to look at. Inside the project images are ``[C, H, W]`` flo
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms import v2
 
@@ -22,6 +23,49 @@ TEMPORARY_SUFFIX = ".tmp"  # files being written: ".{name}.{random}.tmp" beside 
 
 
 # -- reading --------------------------------------------------------------------------------------
+
+
+def read_range(file: str, offset: int, size: int) -> bytes:
+    with open(file, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
+
+
+def read_bytes(path: Path, offset: int = 0, size: int = -1) -> bytes:
+    """``size`` bytes of ``path`` from ``offset``; an ``OSError`` that says why in words
+    ("a dangling symbolic link", "a folder, not an image file"), not errno's repr."""
+    try:
+        return read_range(str(path), offset, size)
+    except OSError as error:
+        raise OSError(file_problem(path, error)) from error
+
+
+def file_problem(path: Path, error: OSError) -> str:
+    """Why ``path`` cannot be read, in words (symbolic links and folders named like images included)."""
+    if path.is_symlink() and not path.exists():
+        looped = error.errno == errno.ELOOP or os.path.realpath(path) == str(path.absolute())
+        return "a symbolic link in a loop" if looped else f"a dangling symbolic link (to {os.readlink(path)})"
+    if path.is_dir():
+        return "a folder, not an image file"
+    return error.strerror or str(error)
+
+
+def walk_folder(root: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> Iterator[tuple[Path, str | None]]:
+    """Every entry under ``root`` whose name ends in one of ``suffixes`` (lower case; ``()``: every
+    name), following linked folders once each; a linked folder that leads back to one already walked
+    is yielded with its problem."""
+    seen = {os.path.realpath(root)}
+    for folder, folders, files in os.walk(root, followlinks=True):
+        for name in sorted(folders):
+            path = Path(folder, name)
+            if path.is_symlink() and os.path.realpath(path) in seen:
+                folders.remove(name)  # never walk a folder twice: a loop would never end
+                yield path, f"a symbolic link back to a folder already listed ({os.readlink(path)})"
+            else:
+                seen.add(os.path.realpath(path))
+                if suffixes and name.lower().endswith(suffixes):
+                    yield path, None  # a folder named like an image: listed, so it is skipped with the reason
+        yield from ((Path(folder, name), None) for name in files if name.lower().endswith(suffixes or ""))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -41,7 +85,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def decode_image(data: bytes) -> Image.Image:
     """Fully decoded RGB image; raises ``OSError``/``ValueError`` for corrupt or truncated data."""
-    with Image.open(io.BytesIO(data)) as image:
+    if not data:
+        raise ValueError("an empty file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:  # its message names an in-memory buffer, not the reason
+        raise ValueError(f"not an image format PIL reads ({len(data)} bytes starting {data[:8]!r})") from None
+    with image:
         image.load()
         return to_rgb(image)
 

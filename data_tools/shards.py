@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cse.images import IMAGE_SUFFIXES, decode_image, eval_transform, image_problem
+from cse.images import IMAGE_SUFFIXES, decode_image, eval_transform, image_problem, read_bytes, walk_folder
 from data_tools.writing import safe_key, write_manifest, write_shards
 
 
 def list_images(src: Path) -> list[Path]:
-    """Every file under ``src`` (recursive, sorted); non-images are caught when decoded."""
-    return sorted(p for p in src.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """Every entry under ``src`` but hidden ones (recursive, linked folders followed once, sorted);
+    non-images, dangling links and loops are caught when read, and skipped with the reason."""
+    return sorted(p for p, _ in walk_folder(src, suffixes=()) if not p.name.startswith("."))
 
 
 def ordered(files: list[Path], seed: int | None) -> list[Path]:
@@ -34,7 +35,7 @@ def prepare(path: Path, src: Path, size: int) -> tuple[str, Image.Image, dict]:
     """Decode, check the size, resize the short side and centre-crop; raises ValueError to skip."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"not an image suffix ({path.suffix or 'none'})")
-    image = decode_image(path.read_bytes())
+    image = decode_image(read_bytes(path))
     if (reason := image_problem(image, size)) is not None:
         raise ValueError(reason)
     relative = path.relative_to(src).as_posix()

@@ -163,3 +163,40 @@ def test_labels_come_from_each_samples_json(shards):
     (folder / "labels" / "a.json").write_text(json.dumps({"label": 7}))
     module = ImageDataModule(predict=str(folder / "labels"), image_size=16, num_workers=0, label_key="label")
     assert next(iter(module.predict_dataloader()))["label"].tolist() == [7]
+
+
+def test_links_loops_folders_and_non_images_are_skipped_with_their_reasons(tmp_path):
+    (tmp_path / "good.png").write_bytes(png_bytes(Image.new("RGB", (16, 16))))
+    (tmp_path / "dangling.png").symlink_to("nowhere.png")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "inner.png").write_bytes(png_bytes(Image.new("RGB", (16, 16))))
+    (tmp_path / "linked" / "back").symlink_to("..")  # a folder loop: walked once, then listed as skipped
+    refs = index_source(str(tmp_path))
+    dataset = ImageDataset(refs, eval_transform(16))
+    with pytest.warns(UserWarning):
+        batch = collate([dataset[i] for i in range(len(dataset))])
+    reasons = dict(batch["skipped"])
+    assert batch["key"] == ["good", "linked/inner"]
+    assert "dangling symbolic link" in reasons["dangling"] and "loop" in reasons["loop"]
+    assert "a folder" in reasons["folder"] and "empty file" in reasons["empty"]
+    assert "not an image" in reasons["text"] and "0x" not in reasons["text"]  # the reason, not a memory address
+    assert "already listed" in reasons["linked/back"]
+
+
+def test_two_files_with_one_key_are_named_in_one_error(tmp_path):
+    from cse.errors import InputError
+
+    for name in ("a.png", "a.jpg", "b.png"):
+        Image.new("RGB", (16, 16)).save(tmp_path / name)
+    with pytest.raises(InputError, match=r"a\.jpg and .*a\.png would both be sample 'a'"):
+        index_source(str(tmp_path))
+
+
+@pytest.mark.parametrize("option", ["batch_size", "image_size"])
+def test_a_zero_batch_or_image_size_is_refused_at_construction(option):
+    with pytest.raises(ValueError, match=f"{option} must be >= 1"):
+        ImageDataModule(predict="data", **{option: 0})

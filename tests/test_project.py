@@ -66,12 +66,12 @@ def test_a_method_the_task_has_no_step_size_for_is_named(monkeypatch):
         "--config=configs/digits/nlblur/task.yaml",
         "--config=configs/samplers/psld.yaml",
     )
-    assert code == 1 and "sampling.psld_zeta" in err and "Traceback" not in err
+    assert code == 2 and "sampling.psld_zeta" in err and "Traceback" not in err
 
 
 def test_predict_help_says_how_to_list_a_configs_options(monkeypatch):
     code, out, _ = cli(monkeypatch, "predict", "--help")
-    assert code == 0 and "--print_config" in out
+    assert code == 0 and "--print_config" in out and "python -m cse predict --model.init_args.sampler.help" in out
 
 
 def test_the_console_entry_point_runs():
