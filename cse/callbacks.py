@@ -32,7 +32,7 @@ from torch import nn
 from cse.digest import differences, fingerprint
 from cse.images import heat_map, labelled_grid, read_png, remove_temporaries, save_png, write_atomic, write_text_atomic
 from cse.metrics import ALEXNET_FILE, INCEPTION_FILE, LPIPS, feature_distances, weights_file
-from cse.records import Restoration, Samples
+from cse.records import RESIDUAL_WARNING, Restoration, Samples
 
 DIVERSITY_SCALE = 0.5  # heat maps: black = 0, white = a per-pixel std of 0.5 on [-1, 1], for all methods alike
 KID_NOTE = (
@@ -267,6 +267,8 @@ class RestorationWriter(ResultsWriter):
         grid_size: images in ``grid.png``.
         overwrite: delete earlier results in the folder and start again (otherwise a rerun with
             other settings stops with an error, and one with the same settings resumes).
+        strict: fail the run (after writing everything) when any restoration is flagged as
+            inconsistent with its measurement (``residual_flag`` in the summary).
     """
 
     products = ("source", "measurement", "control", "recon", "diversity", "grid.png")
@@ -281,8 +283,10 @@ class RestorationWriter(ResultsWriter):
         kid_subset_size: int = 100,
         grid_size: int = 8,
         overwrite: bool = False,
+        strict: bool = False,
     ) -> None:
         super().__init__(output_dir, overwrite)
+        self.strict = strict
         self.lpips, self.fid, self.feature_network = lpips, fid, feature_network
         self.metric_weights_dir, self.kid_subset_size, self.grid_size = metric_weights_dir, kid_subset_size, grid_size
 
@@ -331,6 +335,8 @@ class RestorationWriter(ResultsWriter):
             if self.fid and summary.get("kid") is None:
                 summary["kid_note"] = f"KID needs at least kid_subset_size={self.kid_subset_size} images"
         summary["skipped"] = skipped
+        if flag := residual_flag(rows):
+            summary["residual_flag"] = flag
         self.merge("metrics", rows.values())
         self.merge("skipped", [{"key": k, "reason": r} for k, r in skipped.items()])
         write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
@@ -338,6 +344,8 @@ class RestorationWriter(ResultsWriter):
             reasons = "; ".join(f"{k}: {r}" for k, r in list(skipped.items())[:5])
             raise RuntimeError(f"nothing was restored into {self.out}: {len(skipped)} input(s) skipped ({reasons})")
         self.write_grid(list(rows)[: self.grid_size])
+        if flag and self.strict:
+            raise RuntimeError(f"{flag['note']} (strict=true; results and summary.json are written in {self.out})")
         return summary
 
     def add_lpips(self, rows: dict[str, dict]) -> None:
@@ -383,6 +391,22 @@ class AnalysisWriter(ResultsWriter):
         write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
         pl_module.plot(summary, self.out)
         return summary
+
+
+def residual_flag(rows: dict[str, dict]) -> dict | None:
+    """The restorations whose residual ||A(x) - y|| is over RESIDUAL_WARNING times ||y||: not
+    restorations of their measurement (a step size far too large, a wrong operator); None if none."""
+    relative = {key: row.get("residual_relative", 0.0) for key, row in rows.items()}
+    far = {key: value for key, value in relative.items() if value > RESIDUAL_WARNING}
+    if not far:
+        return None
+    return {
+        "count": len(far),
+        "threshold": RESIDUAL_WARNING,
+        "worst": dict(sorted(far.items(), key=lambda item: -item[1])[:10]),
+        "note": f"{len(far)} of {len(rows)} restorations have ||A(x) - y|| over {RESIDUAL_WARNING:g} x ||y||: "
+        "they do not explain their measurements (is the step size far too large?)",
+    }
 
 
 def means(rows: Iterable[dict]) -> dict[str, float]:

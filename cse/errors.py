@@ -11,6 +11,7 @@ import inspect
 import logging
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
@@ -135,9 +136,19 @@ class DropMessages(logging.Filter):
         return not str(record.msg).startswith(self.prefixes)
 
 
+OTHER_PEOPLES_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's own use of torch's pytree
+    r"No seed found, seed set to 0",  # every run is seeded per sample (cse.seeding), not globally
+    r"Metric `Kernel Inception Distance` will save all extracted features",  # features of a few images
+)
+
+
 def quiet_other_peoples_advice() -> None:
-    """Silence what is not the user's business: Lightning's product tips, and diffusers' advice to
-    install ``accelerate`` (printed once per loaded network; loading works the same without it)."""
+    """Silence what is not the user's business: Lightning's product tips and internal deprecations,
+    torchmetrics' memory note, and diffusers' advice to install ``accelerate`` (printed once per
+    loaded network; loading works the same without it)."""
+    for message in OTHER_PEOPLES_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
     tips = DropMessages("💡 Tip:")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(tips)

@@ -19,6 +19,10 @@ class Batch(TypedDict):
     skipped: list[tuple[str, str]]  # (key, reason) of this batch's samples that could not be used
 
 
+RESIDUAL_WARNING = 10.0
+"""A restoration whose ``||A(x) - y||`` exceeds this many times ``||y||`` is flagged (warning, summary)."""
+
+
 class ImageMetrics(TypedDict):
     """One line of ``metrics.jsonl``: quality, consistency and cost of one restored image."""
 
@@ -26,6 +30,7 @@ class ImageMetrics(TypedDict):
     psnr: float  # dB, on [0, 1]
     ssim: float
     residual: float  # ||A(x_hat) - y||, the measurement's own scale
+    residual_relative: float  # ||A(x_hat) - y|| / ||y||
     seconds: float  # sampling time per image (its batch's time / batch size)
     network_evaluations: float  # network forward passes per image
     network_gradients: float  # of which back-propagated through

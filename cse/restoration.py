@@ -14,18 +14,24 @@ from contextlib import contextmanager
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cse.metrics import diversity, psnr, ssim
 from cse.operators import Measurement
 from cse.priors import CountingPrior, Prior
-from cse.records import Batch, ImageMetrics, Restoration
+from cse.records import RESIDUAL_WARNING, Batch, ImageMetrics, Restoration
 from cse.samplers.common import Sampler, per_sample_norm
 from cse.seeding import seed_from_key
 
-RESIDUAL_WARNING = 10.0  # warn when the final residual exceeds this many times the measurement's norm
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a person reads it: 0.42 s, 3.5 min, 2.1 h."""
+    if seconds < 60:
+        return f"{seconds:.2g} s"
+    return f"{seconds / 60:.2g} min" if seconds < 3600 else f"{seconds / 3600:.2g} h"
 
 
 class RestorationModule(LightningModule):
@@ -106,6 +112,8 @@ class RestorationModule(LightningModule):
         # Lightning predicts under inference_mode; guidance needs autograd, so step out of it
         # and copy the batch out of inference tensors.
         with torch.inference_mode(False):
+            if batch_idx == 0 and len(batch["key"]):
+                self.say_cost(batch["image"][:1].clone())
             try:
                 restoration = self.restore_batch(batch["key"], batch["image"].clone())
             except torch.cuda.OutOfMemoryError:
@@ -147,6 +155,24 @@ class RestorationModule(LightningModule):
             self.prior, self.sampler.context(self.prior, measurement.operator, y, [0], control, shape)
         )
 
+    def say_cost(self, image: Tensor) -> None:
+        """Before the first batch, what the run will cost: one sampler step on one image, timed (the
+        second of two, past any warm-up or compilation), times the steps, samples and images."""
+        self.probe_step(image)
+        start = time.perf_counter()
+        self.probe_step(image)
+        step = time.perf_counter() - start
+        per_image = step * self.sampler.num_steps * self.samples_per_image
+        trainer = self._trainer
+        loaders = trainer.predict_dataloaders if trainer is not None else None
+        count = len(loaders.dataset) if isinstance(loaders, DataLoader) else None
+        total = f", about {duration(per_image * count)} for the {count} images" if count else ""
+        rank_zero_info(
+            f"{type(self.sampler).__name__}: {self.sampler.num_steps} steps x {self.samples_per_image} sample(s) "
+            f"per image; one step on one image took {step:.3g} s, so up to {duration(per_image)} per image{total} "
+            "(less at larger batch sizes)"
+        )
+
     def restore_batch(self, keys: list[str], images: Tensor) -> Restoration:
         if not keys:
             empty = images.new_empty(0, *images.shape[1:]).cpu()
@@ -174,7 +200,9 @@ class RestorationModule(LightningModule):
             "peak_memory_mb": torch.cuda.max_memory_allocated(images.device) / 2**20 if on_gpu else None,
             "batch_size": len(keys),
         }
+        relative = residual / per_sample_norm(y).clamp_min(1e-12)
         per_image = {"psnr": psnr(recon, images), "ssim": ssim(recon, images), "residual": residual}
+        per_image["residual_relative"] = relative
         maps = None
         if samples.shape[0] > 1:
             maps = torch.stack([diversity(samples[:, i]) for i in range(len(keys))])

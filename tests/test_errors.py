@@ -43,3 +43,22 @@ def test_predict_help_names_the_tasks_and_methods_first(monkeypatch):
 def test_a_class_options_are_listed_without_a_config(monkeypatch):
     code, out, _ = cli(monkeypatch, "predict", "--model.init_args.sampler.help", "cse.samplers.DMAP")
     assert code == 0 and "--model.init_args.sampler.init_args.ascent_steps" in out
+
+
+def test_other_peoples_advice_is_silenced_and_the_users_kept(caplog, monkeypatch):
+    import logging
+
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    from cse.errors import quiet_other_peoples_advice
+
+    quiet_other_peoples_advice()
+    diffusers_log = logging.getLogger("diffusers.models.modeling_utils")
+    with caplog.at_level(logging.INFO):
+        monkeypatch.setattr(logging.getLogger("lightning.pytorch.utilities.rank_zero"), "propagate", True)
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing something")
+        rank_zero_info("Restored 3 images")
+        diffusers_log.warning("Cannot initialize model with low cpu memory usage because `accelerate` was not found")
+        diffusers_log.warning("a warning about the user's model")
+    assert "Restored 3 images" in caplog.text and "the user's model" in caplog.text
+    assert "Tip" not in caplog.text and "accelerate" not in caplog.text

@@ -417,6 +417,24 @@ def test_huge_step_sizes_warn_and_negative_ones_are_rejected(digits_data, tmp_pa
         DPS(-1.0, 2)
     with pytest.warns(UserWarning, match="residual .* over 10x the measurement's norm"):
         restore("checkpoints/digits/prior", str(digits_data / "test"), tmp_path, count=2, sampler=DPS(1e12, 2))
+    flag = json.loads((tmp_path / "summary.json").read_text())["residual_flag"]
+    assert flag["count"] == 2 and min(flag["worst"].values()) > 10 and "step size" in flag["note"]
+
+
+def test_a_strict_run_fails_when_restorations_do_not_explain_their_measurements(digits_data, tmp_path):
+    writer = RestorationWriter(str(tmp_path), lpips=False, fid=False, strict=True)
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="strict=true; results and summary.json"):
+        restore(
+            "checkpoints/digits/prior",
+            str(digits_data / "test"),
+            tmp_path,
+            count=2,
+            sampler=DPS(1e12, 2),
+            writer=writer,
+        )
+    assert "residual_flag" in json.loads((tmp_path / "summary.json").read_text())
+    restore("checkpoints/digits/prior", str(digits_data / "test"), tmp_path / "sane", count=2, writer=None)
+    assert "residual_flag" not in json.loads((tmp_path / "sane" / "summary.json").read_text())
 
 
 def test_written_files_are_readable_by_others_and_the_grid_is_labelled(tiny_latent, image_folder, tmp_path):
@@ -441,3 +459,16 @@ def test_the_base_model_ablation_swaps_only_the_prior(capsys):
         == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     )
     assert printed["model"]["init_args"]["sampler"]["init_args"]["zeta"] == 4.8
+
+
+def test_a_run_says_what_it_will_cost_before_it_starts(digits_data, tmp_path, caplog, monkeypatch):
+    import logging
+
+    from cse.restoration import duration
+
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch.utilities.rank_zero"), "propagate", True)
+    with caplog.at_level(logging.INFO):
+        restore("checkpoints/digits/prior", str(digits_data / "test"), tmp_path, count=2, sampler=DPS(1.0, 3))
+    said = [r.getMessage() for r in caplog.records if "one step on one image took" in r.getMessage()]
+    assert len(said) == 1 and "DPS: 3 steps x 1 sample(s)" in said[0] and "for the 2 images" in said[0]
+    assert [duration(s) for s in (0.5, 90, 7200)] == ["0.5 s", "1.5 min", "2 h"]
