@@ -191,6 +191,20 @@ def test_a_hub_id_while_offline_is_a_clear_error(monkeypatch, tmp_path):
         DiffusersPrior.from_pretrained("stabilityai/stable-diffusion-2-base")
 
 
+def test_a_hub_id_on_a_machine_without_network_is_a_clear_error_at_once(monkeypatch, tmp_path):
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")  # a closed local port
+    start = time.monotonic()
+    with pytest.raises(
+        PretrainedNotFoundError, match=r"not cached and the hub 127\.0\.0\.1:9 cannot be reached.*hf download"
+    ):
+        DiffusersPrior.from_pretrained("stabilityai/stable-diffusion-2-base")
+    assert time.monotonic() - start < 10
+
+
 def test_an_empty_tokenizer_is_a_clear_error(tiny_latent, tmp_path):
     import shutil
 
