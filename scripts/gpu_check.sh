@@ -21,7 +21,7 @@ fi
 bench() { python3 scripts/benchmark_sampling.py "${scale[@]}" --steps "$steps" "$@"; }
 bench --batch 16 --samplers dps dmap_full --json "$out/eager_b16.json"
 bench --batch "$big" --samplers dps --json "$out/eager_big.json"
-bench --batch "$huge" --samplers dps --json "$out/eager_huge.json"
+bench --batch "$huge" --samplers dps --checkpointing --json "$out/eager_huge.json"  # 48 x 3.5 GiB would not fit
 bench --batch 16 --samplers dps --profile --json "$out/profile_eager_b16.json"
 bench --batch 16 --samplers dps dmap_full --compile --decoder-attention matmul --json "$out/fast_b16.json"
 bench --batch 16 --samplers dps --compile --decoder-attention matmul --profile --json "$out/profile_fast_b16.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 RUNS = {  # file: what it measured
     "eager_b16.json": "eager",
     "eager_big.json": "eager",
-    "eager_huge.json": "eager",
+    "eager_huge.json": "eager, gradient checkpointing",
     "fast_b16.json": "compiled + decoder attention as matmuls",
 }
 
