@@ -21,6 +21,7 @@ configs/samplers/*.yaml with the step sizes of the task's ``sampling:`` block.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -402,6 +403,7 @@ def compare(args) -> dict:
         prior, task = build_prior(args.scale, args.device, dtype)
         if options.pop("checkpointing", False):
             prior.enable_gradient_checkpointing()
+        prior.max_decode_batch = options.pop("decode_batch", None)
         if options.pop("classic_attention", False):
             from diffusers.models.attention_processor import AttnProcessor
 
@@ -420,6 +422,8 @@ def compare(args) -> dict:
         "channels_last": {"channels_last": True},
         "checkpointing": {"checkpointing": True},
         "classic_attention (not SDPA)": {"classic_attention": True},
+        "decoder attention as matmuls": {"decoder_attention": "matmul"},
+        "decoded one latent at a time": {"decode_batch": 1},
         **({"compile": {"compile": True}} if args.compile else {}),
     }
     table = {}
@@ -441,7 +445,7 @@ def timed_rows(args, dtype: torch.dtype, flops: dict, bounds: dict, gpu: str) ->
     prior, task = build_prior(args.scale, args.device, dtype)
     if args.checkpointing:
         prior.enable_gradient_checkpointing()
-    prior.optimize(channels_last=args.channels_last, compile=args.compile)
+    optimize(args, prior)
     measured = gpu_model(args.device)
     peak = PEAK_TFLOPS[measured][args.dtype] if measured else None
     rows = []
@@ -459,6 +463,31 @@ def timed_rows(args, dtype: torch.dtype, flops: dict, bounds: dict, gpu: str) ->
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows, peak
+
+
+def optimize(args, prior: DiffusersPrior) -> None:
+    """The prior's speed options, as the command line asks."""
+    prior.max_decode_batch = args.decode_batch
+    prior.optimize(args.channels_last, args.compile, args.compile_mode, args.decoder_attention)
+
+
+def profile_rows(args, dtype: torch.dtype) -> dict[str, dict]:
+    """Each sampler's step (after a warm-up) by kernel family (cse.kernels), at ``--batch``."""
+    from cse.kernels import profile_families
+
+    prior, task = build_prior(args.scale, args.device, dtype)
+    optimize(args, prior)
+    table = {}
+    for method in args.samplers:
+        sampler = sampler_from_configs(task, method)
+        operator, y, shape = problem(prior, args.batch)
+        ctx = sampler.context(prior, operator, y, list(range(len(y))), None, shape)
+        sigmas = sampler.sigmas(prior)
+        step = functools.partial(one_step, sampler, prior, operator, y, shape, "step", ctx, sigmas)
+        step()  # warm-up (and compilation)
+        table[method] = profile_families(step, args.device)
+        print(method, json.dumps({k: round(v["share"], 3) for k, v in table[method].items()}), flush=True)
+    return table
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -503,6 +532,15 @@ def main() -> None:
     parser.add_argument("--largest-batch", action="store_true", help="also time at the largest batch that fits")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="torch.compile's mode (reduce-overhead: CUDA graphs)",
+    )
+    parser.add_argument("--decoder-attention", default="sdpa", choices=["sdpa", "matmul"])
+    parser.add_argument("--decode-batch", type=int, help="latents decoded at once (default: under 2**31 elements)")
+    parser.add_argument("--profile", action="store_true", help="one step of each sampler by kernel family")
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of the networks")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN pick convolution algorithms")
     parser.add_argument("--overhead", action="store_true", help="the samplers' own share of a DPS step")
@@ -526,6 +564,8 @@ def main() -> None:
         print(json.dumps(results["overhead"], indent=2))
     elif args.compare:
         results["compare"] = compare(args)
+    elif args.profile:
+        results["profile"] = profile_rows(args, dtype)
     else:
         if args.memory:
             results["memory"] = estimate_memory(args, dtype)

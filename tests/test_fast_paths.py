@@ -54,6 +54,44 @@ def test_sdpa_and_classic_attention_agree(tiny_latent, reference):
     torch.testing.assert_close(restore(prior), reference, atol=1e-4, rtol=0)
 
 
+def test_the_decoders_attention_as_plain_matmuls_agrees(tiny_latent, reference):
+    from diffusers.models.attention_processor import AttnProcessor
+
+    prior = DiffusersPrior.from_pretrained(tiny_latent, decoder_attention="matmul")
+    processors = prior.vae.attn_processors.values()
+    assert processors and all(isinstance(p, AttnProcessor) for p in processors)
+    torch.testing.assert_close(restore(prior), reference, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="decoder_attention must be"):
+        DiffusersPrior.from_pretrained(tiny_latent, decoder_attention="flash")
+
+
+def test_the_decoder_in_chunks_gives_the_same_restoration_and_guidance(tiny_latent, reference):
+    """Chunked decoding (here one latent at a time) equals decoding at once, the guidance's
+    gradient through the decoder included (DPS back-propagates through it at every step)."""
+    prior = DiffusersPrior.from_pretrained(tiny_latent, max_decode_batch=1)
+    torch.testing.assert_close(restore(prior), reference, atol=1e-5, rtol=0)
+    latents = torch.randn(3, *prior.sample_shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    sizes = []
+    hook = prior.vae.decoder.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    (chunked,) = torch.autograd.grad(prior.decode(latents).square().sum(), latents)
+    hook.remove()
+    assert sizes == [1, 1, 1]
+    prior.max_decode_batch = None
+    (whole,) = torch.autograd.grad(prior.decode(latents).square().sum(), latents)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_sd2_decodes_in_chunks_below_int_max_elements():
+    """SD2's decoder at 512² makes 256 x 512 x 512 values per image (the up-sampling that crashed at
+    batch 32 on an H200); so 31 latents are decoded at once, and 14 at 768²."""
+    from cse.priors.diffusers_prior import widest_decoder_activation
+
+    sd2 = (128, 256, 512, 512)
+    assert widest_decoder_activation(sd2, 64 * 64) == 256 * 512 * 512
+    assert (2**31 - 1) // widest_decoder_activation(sd2, 64 * 64) == 31
+    assert (2**31 - 1) // widest_decoder_activation(sd2, 96 * 96) == 14
+
+
 @pytest.mark.slow
 def test_compiled_networks_give_the_same_restoration(tiny_latent, reference):
     """torch.compile of UNet, ControlNet and VAE, the guidance's backward included (about 2 min on CPU)."""

@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
@@ -24,6 +25,25 @@ from cse.priors.loading import empty_prompt_embedding, load_or_explain, model_co
 from cse.priors.schedule import DiscreteSchedule
 
 SD_CONDITIONING_CHANNELS = (16, 32, 96, 256)  # ControlNet's default, for a VAE that shrinks 8x
+
+
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+DecoderAttention = Literal["sdpa", "matmul"]
+
+
+def widest_decoder_activation(block_out_channels: Sequence[int], latent_pixels: int) -> int:
+    """Elements per image of the widest tensor an ``AutoencoderKL`` decoder makes (or its backward
+    pass receives), for latents of ``latent_pixels`` = h * w. Up block i works at 2**i times the
+    latent size on ``channels[i - 1] -> channels[i]`` (channels reversed), then up-samples ``channels[i]``
+    to twice that size (all but the last block); SD2 at 512²: 256 x 512 x 512."""
+    channels = list(reversed(block_out_channels))
+    widest = channels[0] * latent_pixels
+    for i, width in enumerate(channels):
+        inputs = channels[max(i - 1, 0)]
+        widest = max(widest, max(inputs, width) * latent_pixels * 4**i)
+        if i < len(channels) - 1:
+            widest = max(widest, width * latent_pixels * 4 ** (i + 1))
+    return widest
 
 
 class DiffusersPrior(Prior):
@@ -57,6 +77,7 @@ class DiffusersPrior(Prior):
                 module.requires_grad_(False).eval()
         self.origin: dict = {}  # where the weights came from (set by from_pretrained)
         self.memory_format = torch.contiguous_format
+        self.max_decode_batch: int | None = None  # see decode_chunk
         self._noise_levels: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}  # see noise_level
 
     @classmethod
@@ -69,6 +90,9 @@ class DiffusersPrior(Prior):
         gradient_checkpointing: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        compile_mode: CompileMode = "default",
+        decoder_attention: DecoderAttention = "sdpa",
+        max_decode_batch: int | None = None,
     ) -> DiffusersPrior:
         """Load a diffusers pipeline folder or hub id (unet, scheduler, optional vae / text encoder).
 
@@ -79,7 +103,9 @@ class DiffusersPrior(Prior):
             torch_dtype: the networks' dtype, e.g. ``"float32"``, ``"bfloat16"``.
             gradient_checkpointing: recompute activations in backward passes (VAE decoder, UNet,
                 ControlNet) to save memory.
-            channels_last, compile: speed options, see :meth:`optimize`.
+            channels_last, compile, compile_mode, decoder_attention: speed options, see :meth:`optimize`.
+            max_decode_batch: the most latents the VAE decodes at once (None: the most whose
+                widest activation stays under 2**31 elements, see :meth:`decode_chunk`).
 
         A missing folder, or a hub id that is neither cached nor reachable, raises
         :class:`~cse.priors.loading.PretrainedNotFoundError` naming what was looked for.
@@ -116,7 +142,8 @@ class DiffusersPrior(Prior):
         )
         if gradient_checkpointing:
             prior.enable_gradient_checkpointing()
-        prior.optimize(channels_last=channels_last, compile=compile)
+        prior.max_decode_batch = max_decode_batch
+        prior.optimize(channels_last, compile, compile_mode, decoder_attention)
         prior.origin = {
             "pretrained": source.path,
             "pretrained_digest": local_digest(source.path),
@@ -169,18 +196,51 @@ class DiffusersPrior(Prior):
         return (latents * self.vae.config.scaling_factor).to(images.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:
+        """Latents to images, in chunks of :meth:`decode_chunk` latents (each chunk its own autograd
+        graph, so the guidance's backward pass through the decoder is chunked too)."""
         if self.vae is None:
             return latents
+        chunk = self.decode_chunk(latents.shape)
+        if latents.shape[0] <= chunk:
+            return self.decode_at_once(latents)
+        return torch.cat([self.decode_at_once(part) for part in latents.split(chunk)])
+
+    def decode_chunk(self, latent_shape: Sequence[int]) -> int:
+        """The most latents of ``latent_shape`` (``[B, C, h, w]``) decoded at once: ``max_decode_batch``
+        if set, else the most whose widest decoder activation stays under 2**31 elements. PyTorch's
+        upsampling kernels refuse larger tensors (SD2 at 512², batch 32: ``upsample_nearest_nhwc only
+        supports grad_output tensors with less than INT_MAX elements``)."""
+        if self.max_decode_batch is not None:
+            return self.max_decode_batch
+        widest = widest_decoder_activation(self.vae.config.block_out_channels, latent_shape[-2] * latent_shape[-1])
+        return max(1, (2**31 - 1) // widest)
+
+    def decode_at_once(self, latents: Tensor) -> Tensor:
         latents = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
         images = self.vae.decode(latents.contiguous(memory_format=self.memory_format)).sample
         return images.to(latents.dtype)
 
-    def optimize(self, channels_last: bool = False, compile: bool = False) -> DiffusersPrior:
+    def optimize(
+        self,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: CompileMode = "default",
+        decoder_attention: DecoderAttention = "sdpa",
+    ) -> DiffusersPrior:
         """Speed options that keep the numbers (up to floating-point order, measured in the tests):
         ``channels_last`` stores the networks' weights and inputs NHWC (faster convolutions on
         GPUs); ``compile`` wraps the forward of the UNet, the ControlNet and the VAE decoder and
-        encoder in ``torch.compile`` (the guidance's backward pass is compiled with them). Module
-        names and state dicts are unchanged. Attention is PyTorch's SDPA (diffusers' default)."""
+        encoder in ``torch.compile`` with ``compile_mode`` (``"reduce-overhead"``: CUDA graphs of
+        the fixed-shape step) — the guidance's backward pass is compiled with them;
+        ``decoder_attention="matmul"`` runs the VAE's single-head attention as plain matrix products
+        (diffusers' ``AttnProcessor``) instead of PyTorch's SDPA kernels. Module names and state
+        dicts are unchanged."""
+        if decoder_attention not in ("sdpa", "matmul"):
+            raise ValueError(f"decoder_attention must be 'sdpa' or 'matmul', got {decoder_attention!r}")
+        if decoder_attention == "matmul" and self.vae is not None:
+            from diffusers.models.attention_processor import AttnProcessor
+
+            self.vae.set_attn_processor(AttnProcessor())
         networks = [m for m in (self.unet, self.controlnet, self.vae) if m is not None]
         if channels_last:
             self.memory_format = torch.channels_last
@@ -193,7 +253,7 @@ class DiffusersPrior(Prior):
                 *([self.vae.decoder, self.vae.encoder] if self.vae is not None else []),
             ]
             for module in filter(None, parts):
-                module.forward = torch.compile(module.forward)
+                module.forward = torch.compile(module.forward, mode=compile_mode)
         return self
 
     def enable_gradient_checkpointing(self) -> None:
