@@ -42,7 +42,9 @@ def wavelet_mad_sigma(y: Tensor) -> Tensor:
         raise ValueError(f"noise estimation needs images of at least 2x2 pixels, got {tuple(y.shape[-2:])}")
     h, w = y.shape[-2] // 2 * 2, y.shape[-1] // 2 * 2
     blocks = y[..., :h, :w]
-    diagonal = (blocks[..., 0::2, 0::2] - blocks[..., 0::2, 1::2] - blocks[..., 1::2, 0::2] + blocks[..., 1::2, 1::2]) / 2
+    a, b = blocks[..., 0::2, 0::2], blocks[..., 0::2, 1::2]
+    c, d = blocks[..., 1::2, 0::2], blocks[..., 1::2, 1::2]
+    diagonal = (a - b - c + d) / 2
     return diagonal.flatten(1).abs().median(dim=1).values / 0.6745
 
 
