@@ -25,7 +25,8 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cse.digest import differences, fingerprint, flatten
@@ -86,12 +87,12 @@ def compare(old: dict, new: dict, may_change: Collection[str] = (), may_grow: Co
     return differences(old, new, ignore={*may_change, *grown})
 
 
-def refusal(root: Path, what: str, why: str, overwrite: str) -> RunFolderError:
+def refusal(root: Path, what: str, why: str, overwrite: str, choose: str) -> RunFolderError:
     """The one-line refusal: what the folder holds, why it is not this run's, and the two ways out
     (settings such as a measurement's repr span lines: they are joined)."""
     why = " ".join(why.split())
     return RunFolderError(
-        f"{root} holds {what} {why}. Choose another folder ({CHOOSE_FOLDER}), or pass {overwrite} to replace them"
+        f"{root} holds {what} {why}. Choose another folder ({choose}), or pass {overwrite} to replace them"
     )
 
 
@@ -102,24 +103,28 @@ def check_run(
     overwrite: str = OVERWRITE_RESULTS,
     what: str = "results",
     may_grow: Collection[str] = (),
+    may_change: Collection[str] = (),
+    choose: str = CHOOSE_FOLDER,
 ) -> bool:
     """Refuse to add this run's outputs to a folder that holds another run's (:class:`RunFolderError`
-    naming what differs and the ``overwrite`` option). Returns whether the folder's earlier contents
-    are stale: a record of other settings with no results, which the caller clears and replaces."""
+    naming what differs, the ``overwrite`` option and the ``choose`` one). Returns whether the
+    folder's earlier contents are stale: a record of other settings with no results, which the
+    caller clears and replaces."""
     record = read_record(root)
     if record is None:
         if has_results:
-            raise refusal(root, what, f"without a {RECORD} saying what made them", overwrite)
+            raise refusal(root, what, f"without a {RECORD} saying what made them", overwrite, choose)
         return False
     if record.get("fingerprint") == fingerprint(settings):
         return False
-    details = compare(record.get("settings", {}), settings, may_grow=may_grow) if "settings" in record else ""
-    if "settings" in record and not details:
+    recorded = record.get("settings")
+    details = compare(recorded, settings, may_change, may_grow) if recorded is not None else ""
+    if recorded is not None and not details:
         return False  # the same run with more inputs: it is extended
     if not has_results:
         return True  # a run that failed before producing anything: nothing to protect
     details = details or f"its {RECORD} records no settings"
-    raise refusal(root, what, f"made with other settings ({details})", overwrite)
+    raise refusal(root, what, f"made with other settings ({details})", overwrite, choose)
 
 
 def clear(root: Path, names: Iterable[str]) -> None:
@@ -135,7 +140,7 @@ HELD: dict[Path, int] = {}
 """Locks this process holds: folder -> open file descriptor of its lock file."""
 
 
-def lock(root: Path) -> bool:
+def lock(root: Path, choose: str = CHOOSE_FOLDER) -> bool:
     """Take the folder's lock for this process, or refuse at once if another process holds it.
     Returns whether it was taken now (False: this process already held it, e.g. a second
     ``main()`` in one Python session); the lock lasts until :func:`unlock` or the process ends."""
@@ -150,8 +155,8 @@ def lock(root: Path) -> bool:
         holder = os.read(descriptor, 64).decode(errors="replace").strip() or "unknown"
         os.close(descriptor)
         raise RunFolderError(
-            f"{root} is in use by another run (process {holder}); wait for it to end, or choose another folder "
-            f"({CHOOSE_FOLDER})"
+            f"{root} is in use by another run (process {holder}); wait for it to end, or choose another "
+            f"folder ({choose})"
         ) from None
     os.ftruncate(descriptor, 0)
     os.write(descriptor, f"{os.getpid()}\n".encode())
@@ -164,6 +169,36 @@ def unlock(root: Path) -> None:
     descriptor = HELD.pop(Path(root).resolve(), None)
     if descriptor is not None:
         os.close(descriptor)
+
+
+@contextmanager
+def job(
+    root: Path,
+    settings: dict,
+    products: Collection[str],
+    overwrite: bool,
+    what: str,
+    may_grow: Collection[str] = (),
+    may_change: Collection[str] = (),
+    active: bool = True,
+) -> Iterator[None]:
+    """A job of ``python -m data_tools`` in its ``--out`` folder: locked while it runs; refused if
+    the folder holds another job's ``products`` (names or globs), which ``overwrite`` (``--overwrite``)
+    or a stale record deletes first; the settings recorded. ``active``: whether this process is the
+    one that decides (rank zero), the others only run."""
+    root = Path(root)
+    taken = lock(root, "another --out") if active else False
+    try:
+        if active:
+            has_results = any(any(root.glob(name)) for name in products)
+            options = {"may_grow": may_grow, "may_change": may_change, "choose": "another --out"}
+            if overwrite or check_run(root, settings, has_results, "--overwrite", what, **options):
+                clear(root, [*products, RECORD])
+            write_record(root, settings)
+        yield
+    finally:
+        if taken:
+            unlock(root)
 
 
 # -- fit: checkpoints and exports -------------------------------------------------------------------
