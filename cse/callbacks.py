@@ -8,7 +8,9 @@
     grid.png        labelled rows for a quick look    run.json       the settings that made them
 
 An image is done when its metrics line is written, which happens after its PNGs; a rerun into the
-same folder restores only the images that are not done, and refuses to mix in other settings.
+same folder restores only the images that are not done. Whether the folder is this run's (same
+settings, more inputs, a stale record, another run's results, a run in progress) is cse.runs'
+answer, the same for every command.
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ class ImageWriter(BatchWriter):
 class ResultsWriter(BatchWriter):
     """What every resumable results folder shares: records per key in JSON lines (each rank its own
     file under ``metrics/``, merged at the end into ``<records>.jsonl``), a ``run.json`` of the
-    settings that made them, a rerun that does only what is missing and refuses other settings.
+    settings that made them, a rerun that does only what is missing and refuses other settings,
+    and the folder's lock while it runs (the rules are cse.runs').
 
     Subclasses write their records (``write_on_batch_end``) and summarise them (``summarise``).
     """
@@ -280,7 +283,8 @@ class RestorationWriter(ResultsWriter):
             left out for smaller sets).
         grid_size: images in ``grid.png``.
         overwrite: delete earlier results in the folder and start again (otherwise a rerun with
-            other settings stops with an error, and one with the same settings resumes).
+            other settings stops with an error, and one with the same settings, or more inputs,
+            resumes); on the command line ``--trainer.callbacks.init_args.overwrite=true``.
     """
 
     products = ("source", "measurement", "control", "recon", "diversity", "grid.png")
