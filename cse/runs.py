@@ -29,6 +29,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from cse.digest import differences, fingerprint, flatten
 from cse.images import usual_file_mode, write_text_atomic
 
@@ -217,8 +219,6 @@ def check_fit_folder(
             f"{root} holds checkpoints of an earlier run ({checkpoints[-1].name}, ...): resume it with "
             f"--ckpt_path last, or start afresh in another folder ({CHOOSE_FOLDER}) or after deleting it"
         )
-    import yaml  # only fit reads the saved config
-
     saved = Path(root) / "config.yaml"
     if not saved.is_file():
         return
