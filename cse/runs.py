@@ -129,6 +129,16 @@ def check_run(
     raise refusal(root, what, f"made with other settings ({details})", overwrite, choose)
 
 
+def holds(root: Path, names: Iterable[str]) -> bool:
+    """Whether any of ``names`` (names or glob patterns) under ``root`` is a file, or a folder with a
+    file in it (an empty folder left by a run that made nothing holds nothing)."""
+    for name in names:
+        for path in Path(root).glob(name):
+            if path.is_file() or any(p.is_file() for p in path.rglob("*")):
+                return True
+    return False
+
+
 def clear(root: Path, names: Iterable[str]) -> None:
     """Delete what a run wrote into ``root``: files and folders by name or glob pattern."""
     for name in names:
@@ -192,9 +202,8 @@ def job(
     taken = lock(root, "another --out") if active else False
     try:
         if active:
-            has_results = any(any(root.glob(name)) for name in products)
             options = {"may_grow": may_grow, "may_change": may_change, "choose": "another --out"}
-            if overwrite or check_run(root, settings, has_results, "--overwrite", what, **options):
+            if overwrite or check_run(root, settings, holds(root, products), "--overwrite", what, **options):
                 clear(root, [*products, RECORD])
             write_record(root, settings)
         yield

@@ -60,7 +60,9 @@ def test_clear_removes_what_a_run_wrote_and_nothing_else(tmp_path):
         (tmp_path / name).write_text("")
     (tmp_path / "recon").mkdir()
     (tmp_path / "recon" / "a.png").write_text("")
-    runs.clear(tmp_path, ["*.tar", "recon", "missing"])
+    (tmp_path / "images").mkdir()
+    assert runs.holds(tmp_path, ["recon"]) and not runs.holds(tmp_path, ["images", "missing"])
+    runs.clear(tmp_path, ["*.tar", "recon", "images", "missing"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "notes.txt"]
 
 
