@@ -8,14 +8,15 @@
     grid.png        labelled rows for a quick look    run.json       the settings that made them
 
 An image is done when its metrics line is written, which happens after its PNGs; a rerun into the
-same folder restores only the images that are not done, and refuses to mix in other settings.
+same folder restores only the images that are not done. Whether the folder is this run's (same
+settings, more inputs, a stale record, another run's results, a run in progress) is cse.runs'
+answer, the same for every command.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,11 +30,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from cse.digest import differences, fingerprint
+from cse import runs
 from cse.images import heat_map, labelled_grid, read_png, remove_temporaries, save_png, write_atomic, write_text_atomic
 from cse.metrics import ALEXNET_FILE, INCEPTION_FILE, LPIPS, feature_distances, weights_file
 from cse.records import RESIDUAL_WARNING, Restoration, Samples
 
+GROWING_COUNTS = ("data.predict_count",)  # a larger count extends the run: the first N inputs in key order
 DIVERSITY_SCALE = 0.5  # heat maps: black = 0, white = a per-pixel std of 0.5 on [-1, 1], for all methods alike
 KID_NOTE = (
     "KID is an unbiased estimate of a squared distance: values at or below 0 (within kid_std) mean no "
@@ -126,7 +128,8 @@ class ImageWriter(BatchWriter):
 class ResultsWriter(BatchWriter):
     """What every resumable results folder shares: records per key in JSON lines (each rank its own
     file under ``metrics/``, merged at the end into ``<records>.jsonl``), a ``run.json`` of the
-    settings that made them, a rerun that does only what is missing and refuses other settings.
+    settings that made them, a rerun that does only what is missing and refuses other settings,
+    and the folder's lock while it runs (the rules are cse.runs').
 
     Subclasses write their records (``write_on_batch_end``) and summarise them (``summarise``).
     """
@@ -139,6 +142,7 @@ class ResultsWriter(BatchWriter):
         self.output_dir, self.overwrite = output_dir, overwrite
         self.out = Path(output_dir or ".")
         self.rank = 0
+        self.locked = False  # whether this writer took the folder's lock (and so releases it)
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -177,17 +181,17 @@ class ResultsWriter(BatchWriter):
             return
         self.out, self.rank = Path(self.output_dir or trainer.default_root_dir), trainer.global_rank
         self.check_writable()
+        self.hold_lock(trainer)
         self.check_before_run(trainer, pl_module)
         settings = self.settings(trainer, pl_module)
-        if self.overwrite and trainer.is_global_zero:
+        replace = self.overwrite or self.check_settings(settings)
+        if replace and trainer.is_global_zero:
             self.clear()
         trainer.strategy.barrier("results folder ready")
-        self.check_settings(settings)
         if trainer.is_global_zero:
             remove_temporaries(self.out)
             repair_jsonl(self.out / f"{self.records}.jsonl")
-            record = {"fingerprint": fingerprint(settings), "settings": settings}
-            write_text_atomic(self.out / "run.json", json.dumps(record, indent=2, default=str))
+            runs.write_record(self.out, settings)
         trainer.strategy.barrier("merged records repaired")
         for kind in (self.records, "skipped"):
             repair_jsonl(self.rank_file(kind))
@@ -211,6 +215,30 @@ class ResultsWriter(BatchWriter):
             message = f"cannot write results into {self.out} ({error}); choose another output folder"
             raise PermissionError(message) from error
 
+    def hold_lock(self, trainer: Trainer) -> None:
+        """One run at a time in a folder: rank zero takes its lock, and every rank stops if another
+        run holds it (see cse.runs.lock)."""
+        refused = None
+        if trainer.is_global_zero:
+            try:
+                self.locked = runs.lock(self.out)
+            except runs.RunFolderError as error:
+                refused = str(error)
+        refused = trainer.strategy.broadcast(refused)
+        if refused:
+            raise runs.RunFolderError(refused)
+
+    def release_lock(self) -> None:
+        if self.locked:
+            runs.unlock(self.out)
+            self.locked = False
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.release_lock()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self.release_lock()  # Lightning skips teardown after an exception
+
     @staticmethod
     def settings(trainer: Trainer, pl_module: LightningModule) -> dict:
         """What decides the outputs: the module's settings and the data's (source, image size)."""
@@ -219,28 +247,17 @@ class ResultsWriter(BatchWriter):
         data = {name: hparams.get(name) for name in ("predict", "image_size", "predict_count", "points")}
         return {**settings, "data": {k: v for k, v in data.items() if v is not None}}
 
-    def check_settings(self, settings: dict) -> None:
-        """Refuse to add results made with other settings to a folder (a rerun must not mix)."""
-        record = self.out / "run.json"
-        if not record.is_file():
-            if self.rows() and not self.overwrite:
-                message = f"{self.out} holds results without a run.json; use overwrite=true or another folder"
-                raise FileExistsError(message)
-            return
-        earlier = json.loads(record.read_text())
-        if earlier.get("fingerprint") == fingerprint(settings):
-            return
-        details = differences(earlier.get("settings", {}), json.loads(json.dumps(settings, default=str)))
-        details = details or "its run.json records no fingerprint, or one of other settings"
-        raise FileExistsError(
-            f"{self.out} holds results made with other settings ({details}). Choose another output folder "
-            f"(--trainer.default_root_dir=...), or pass overwrite=true to the writer to replace them."
-        )
+    def check_settings(self, settings: dict) -> bool:
+        """Refuse to add results made with other settings to a folder (a rerun must not mix); more
+        inputs with the same settings extend the run. Returns whether the folder's earlier files
+        are stale (a record of other settings with no results) and are to be replaced."""
+        if self.overwrite:
+            return False
+        return runs.check_run(self.out, settings, has_results=bool(self.rows()), may_grow=GROWING_COUNTS)
 
     def clear(self) -> None:
-        for name in (*self.products, "metrics", f"{self.records}.jsonl", "skipped.jsonl", "summary.json", "run.json"):
-            path = self.out / name
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        products = (*self.products, "metrics", f"{self.records}.jsonl", "skipped.jsonl", "summary.json", runs.RECORD)
+        runs.clear(self.out, products)
 
     # -- at the end -----------------------------------------------------------------------------
 
@@ -266,7 +283,8 @@ class RestorationWriter(ResultsWriter):
             left out for smaller sets).
         grid_size: images in ``grid.png``.
         overwrite: delete earlier results in the folder and start again (otherwise a rerun with
-            other settings stops with an error, and one with the same settings resumes).
+            other settings stops with an error, and one with the same settings, or more inputs,
+            resumes); on the command line ``--trainer.callbacks.init_args.overwrite=true``.
         strict: fail the run (after writing everything) when any restoration is flagged as
             inconsistent with its measurement (``residual_flag`` in the summary).
     """

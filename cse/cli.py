@@ -25,7 +25,7 @@ from jsonargparse import DefaultHelpFormatter, Namespace, set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
-from cse.digest import differences
+from cse import runs
 from cse.errors import ConfigError, clear_error, config_error, fail_clearly, option_hint, quiet_other_peoples_advice
 from cse.paths import PROJECT_ROOT
 
@@ -126,11 +126,15 @@ class CLI(LightningCLI):
                 callback.init_args.dirpath = str(Path(root) / "checkpoints")
 
     def before_fit(self) -> None:
-        """A run folder holds one run: never start afresh over its checkpoints, nor resume them with
-        other settings (a folder derived from config files is shared by command-line overrides)."""
+        """A run folder holds one run (cse.runs): never start afresh over its checkpoints, nor resume
+        them with other settings (a folder derived from config files is shared by command-line
+        overrides), nor run beside another run in it."""
         config = self.config[self.subcommand]
+        root = Path(config.trainer.default_root_dir)
+        if self.trainer.is_global_zero:
+            runs.lock(root)  # one run at a time; held until this process ends
         settings = self._parser(self.subcommand).dump(config, skip_none=False, skip_check=True)
-        check_fit_folder(Path(config.trainer.default_root_dir), settings, config.get("ckpt_path"))
+        runs.check_fit_folder(root, yaml.safe_load(settings), config.get("ckpt_path"))
 
     def before_predict(self) -> None:
         """Results are written as they come (cse.callbacks); keeping them in memory too would hold
@@ -138,35 +142,6 @@ class CLI(LightningCLI):
         arguments = self.config_init[self.subcommand]
         if arguments.get("return_predictions") is None:
             arguments["return_predictions"] = False
-
-
-RESUME_MAY_CHANGE = {
-    "ckpt_path",
-    "config",
-    "trainer.max_steps",
-    "trainer.max_epochs",
-    "model.init_args.overwrite_export",
-}
-
-
-def check_fit_folder(root: Path, settings: str, ckpt_path: str | None) -> None:
-    checkpoints = sorted((root / "checkpoints").glob("*.ckpt"))
-    if not checkpoints:
-        return
-    if ckpt_path is None:
-        raise FileExistsError(
-            f"{root} holds checkpoints of an earlier run ({checkpoints[-1].name}, ...): resume it with "
-            "--ckpt_path last, or start afresh in another folder (--trainer.default_root_dir=...) or after deleting it"
-        )
-    saved = root / "config.yaml"
-    if not saved.is_file():
-        return
-    details = differences(yaml.safe_load(saved.read_text()), yaml.safe_load(settings), ignore=RESUME_MAY_CHANGE)
-    if details:
-        raise FileExistsError(
-            f"{root} holds a run made with other settings ({details}); resuming it would mix the two. "
-            "Give this run its own folder with --trainer.default_root_dir=..."
-        )
 
 
 def refused(error: BaseException, argv: list[str]) -> BaseException:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cse  # noqa: F401  (makes torchvision importable before lightning loads it)
 from cse.priors.loading import PretrainedNotFoundError
+from cse.runs import RunFolderError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     shards.add_argument("--count", type=int, default=None, help="how many images (default: all)")
     shards.add_argument("--seed", type=int, default=None, help="take the first N after a seeded shuffle")
     shards.add_argument("--shard-size", type=int, default=1000, help="images per shard")
+    shards.add_argument("--overwrite", action="store_true", help="replace the shards of another job in --out")
 
     selfgen = commands.add_parser("selfgen", help="unconditional samples of a prior, as shards")
     selfgen.add_argument("--prior", required=True, help="diffusers folder or hub id")
@@ -34,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     selfgen.add_argument("--shard-size", type=int, default=1000)
     selfgen.add_argument("--devices", default="auto", help="Lightning devices (e.g. 4 for 4 GPUs)")
     selfgen.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
+    selfgen.add_argument("--overwrite", action="store_true", help="replace the samples of another job in --out")
 
     digits = commands.add_parser("digits", help="scikit-learn's digits as 16x16 train/test shards")
     digits.add_argument("--out", type=Path, required=True)
@@ -45,12 +48,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
     try:
         summary = run(args)
-    except PretrainedNotFoundError as error:
+    except (PretrainedNotFoundError, RunFolderError) as error:
         if argv is not None or os.environ.get("CSE_TRACEBACK"):
             raise  # called from Python, or asked for: the whole exception
         from cse.cli import fail_clearly  # the same one-line error as python -m cse
 
-        fail_clearly(error, " Here: --prior DIR.")
+        fail_clearly(error, " Here: --prior DIR." if isinstance(error, PretrainedNotFoundError) else "")
     print(json.dumps(summary))
     return summary
 
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.command == "shards":
         from data_tools.shards import build_shards
 
-        summary = build_shards(args.src, args.out, args.size, args.count, args.seed, args.shard_size)
+        summary = build_shards(args.src, args.out, args.size, args.count, args.seed, args.shard_size, args.overwrite)
         summary = {**summary, "skipped": len(summary["skipped"])}
     elif args.command == "selfgen":
         from data_tools.selfgen import generate
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> dict:
             args.seed,
             args.shard_size,
             trainer_kwargs,
+            args.overwrite,
         )
     else:
         from data_tools.digits import build_digits

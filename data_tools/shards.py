@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from cse import runs
 from cse.images import IMAGE_SUFFIXES, decode_image, eval_transform, image_problem, read_bytes, walk_folder
 from data_tools.writing import safe_key, write_manifest, write_shards
 
@@ -45,12 +46,34 @@ def prepare(path: Path, src: Path, size: int) -> tuple[str, Image.Image, dict]:
     return safe_key(relative), eval_transform(size)(image), metadata
 
 
+PRODUCTS = ("*.tar", "manifest.json")  # a data module reads every tar of the folder: none may be another job's
+
+
 def build_shards(
-    src: Path, out: Path, size: int = 512, count: int | None = None, seed: int | None = None, shard_size: int = 1000
+    src: Path,
+    out: Path,
+    size: int = 512,
+    count: int | None = None,
+    seed: int | None = None,
+    shard_size: int = 1000,
+    overwrite: bool = False,
 ) -> dict:
-    """Write the shards and manifest; returns the manifest's summary (counts and skipped files)."""
+    """Write the shards and manifest; returns the manifest's summary (counts and skipped files).
+
+    ``out`` holds one job (cse.runs.job): a rerun with the same settings, a larger count or another
+    shard size packs it again from the start (no earlier shard stays); other settings are refused
+    unless ``overwrite``."""
     if not src.is_dir():
         raise FileNotFoundError(f"--src {src} is not a folder")
+    settings = {"src": str(src), "size": size, "count": count, "seed": seed, "shard_size": shard_size}
+    grow = {"may_grow": ("count",), "may_change": ("shard_size",)}
+    with runs.job(out, settings, PRODUCTS, overwrite, "shards", **grow):
+        runs.clear(out, PRODUCTS)  # packed again from the start
+        return pack(src, out, size, count, seed, shard_size, settings)
+
+
+def pack(src: Path, out: Path, size: int, count: int | None, seed: int | None, shard_size: int, settings: dict) -> dict:
+    """The first ``count`` usable images of ``src`` (in order, or seeded) into ``out``'s shards."""
     skipped, keys = [], set()
 
     def samples():
@@ -71,7 +94,6 @@ def build_shards(
             yield key, image, metadata
 
     rows = write_shards(samples(), out, shard_size)
-    settings = {"src": str(src), "size": size, "count": count, "seed": seed, "shard_size": shard_size}
     write_manifest(out, rows, skipped, settings)
     if count is not None and len(rows) < count:
         print(f"warning: asked for {count} images, {src} had {len(rows)} usable", file=sys.stderr)

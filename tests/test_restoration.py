@@ -341,6 +341,72 @@ def test_a_rerun_with_other_settings_refuses_to_mix_unless_asked(tiny_latent, im
     assert summary(tmp_path)["count"] == 2
 
 
+def test_a_run_that_failed_before_restoring_anything_does_not_block_the_corrected_one(
+    tiny_latent, image_folder, tmp_path, monkeypatch
+):
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("a mistake in the first command")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DPS, "step", broken)
+        with pytest.raises(RuntimeError, match="a mistake"):
+            restore(tiny_latent, image_folder, tmp_path, count=2)
+    assert (tmp_path / "run.json").is_file()  # a fingerprint, but no results to protect
+    restore(tiny_latent, image_folder, tmp_path, count=2, sampler=DPS(0.1, 3))
+    assert "num_steps=3" in json.loads((tmp_path / "run.json").read_text())["settings"]["sampler"]
+    assert summary(tmp_path)["count"] == 2
+
+
+def test_more_inputs_with_the_same_settings_extend_the_run(tiny_latent, image_folder, tmp_path, monkeypatch):
+    restore(tiny_latent, image_folder, tmp_path, count=2)
+    first = {p: p.stat().st_mtime_ns for p in (tmp_path / "recon").rglob("*.png")}
+    restore(tiny_latent, image_folder, tmp_path, count=4)  # the trial run, extended
+    assert summary(tmp_path)["count"] == 4
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # the first two were not redone
+    assert json.loads((tmp_path / "run.json").read_text())["settings"]["data"]["predict_count"] == 4
+    with pytest.raises(FileExistsError, match=r"other settings \(data.predict_count: 4 -> 2\)"):
+        restore(tiny_latent, image_folder, tmp_path, count=2)  # fewer: the summary would misdescribe them
+    with pytest.raises(FileExistsError, match=r"other settings \(sampler"):
+        restore(tiny_latent, image_folder, tmp_path, count=6, sampler=DPS(0.1, 3))
+
+
+def test_the_refusal_names_the_options_that_replace_or_move_the_run(tiny_latent, image_folder, tmp_path, monkeypatch):
+    (tmp_path / "run.json").write_text(json.dumps({"fingerprint": "0", "settings": {"sampler": "another"}}))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"key": "class0/img0"}) + "\n")
+    sampled = []
+    monkeypatch.setattr(DPS, "step", lambda *a, **k: sampled.append(1))
+    with pytest.raises(FileExistsError) as refused:
+        restore(tiny_latent, image_folder, tmp_path, count=2)
+    message = str(refused.value)
+    assert "--trainer.callbacks.init_args.overwrite=true" in message and "--trainer.default_root_dir=" in message
+    assert "\n" not in message and not sampled
+
+
+HOLD_LOCK = (  # another process holding a folder's lock as cse.runs takes it
+    "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+    "print('held', flush=True); time.sleep(600)"
+)
+
+
+def test_a_second_run_into_a_folder_in_use_refuses_at_once(tiny_latent, image_folder, tmp_path, monkeypatch):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        sampled = []
+        with monkeypatch.context() as patch, pytest.raises(FileExistsError) as refused:
+            patch.setattr(DPS, "step", lambda *a, **k: sampled.append(1))
+            restore(tiny_latent, image_folder, tmp_path, count=2)
+        assert re.search(r"in use by another run.*wait for it.*or choose another folder", str(refused.value))
+        assert not sampled and not (tmp_path / "run.json").exists()
+    finally:
+        holder.kill()  # kill -9: the lock goes with the process
+        holder.wait()
+    restore(tiny_latent, image_folder, tmp_path, count=2)
+    assert summary(tmp_path)["count"] == 2
+
+
 def test_a_rerun_after_the_weights_were_retrained_in_place_refuses_to_mix(tiny_latent, image_folder, tmp_path):
     prior = tmp_path / "prior"
     shutil.copytree(tiny_latent, prior)

@@ -1,6 +1,7 @@
 """python -m data_tools: shards from awkward folders, seeded subsets, self-generation, digits."""
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -104,6 +105,41 @@ def test_selfgen_writes_shards_and_resumes(tiny_pixel_v, tmp_path):
     for key in a:  # one seed per image: batch size and resuming change nothing
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert not torch.equal(a["selfgen000000"], a["selfgen000001"])
+
+
+def shard_files(out: Path) -> set[str]:
+    return {p.name for p in out.glob("*.tar")}
+
+
+def manifest_shards(out: Path) -> set[str]:
+    return {r["shard"] for r in json.loads((out / "manifest.json").read_text())["samples"]}
+
+
+def test_a_shards_rerun_into_the_same_folder_never_mixes_old_shards_in(awkward_folder, tmp_path):
+    out, other = tmp_path / "out", tmp_path / "other"
+    main(["shards", "--src", str(awkward_folder), "--out", str(out), "--size", "32", "--shard-size", "2"])
+    assert len(shard_files(out)) == 4
+    shutil.copytree(awkward_folder / "n001", other)
+    before = {name: (out / name).read_bytes() for name in shard_files(out)}
+    with pytest.raises(FileExistsError, match=r"other settings \(src: .* -> .*other\).*--overwrite"):
+        main(["shards", "--src", str(other), "--out", str(out), "--size", "32", "--shard-size", "20"])
+    assert {name: (out / name).read_bytes() for name in shard_files(out)} == before  # refused: nothing touched
+    main(["shards", "--src", str(awkward_folder), "--out", str(out), "--size", "32", "--shard-size", "20"])
+    assert shard_files(out) == manifest_shards(out) == {"shard-000000.tar"}  # repacked, no old shard left
+    main(["shards", "--src", str(other), "--out", str(out), "--size", "32", "--overwrite"])
+    assert shard_files(out) == manifest_shards(out) and set(read_all(str(out), 32)) == {
+        r["key"] for r in json.loads((out / "manifest.json").read_text())["samples"]
+    }
+    assert all(key.startswith(("good", "gray", "rgba")) for key in read_all(str(out), 32))
+
+
+def test_selfgen_into_a_folder_of_other_settings_refuses_unless_overwritten(tiny_pixel_v, tmp_path):
+    common = ["selfgen", "--prior", tiny_pixel_v, "--num-steps", "2", "--batch-size", "2", "--devices", "1"]
+    out = ["--count", "2", "--out", str(tmp_path / "a")]
+    main([*common, *out])
+    with pytest.raises(FileExistsError, match=r"other settings \(seed: 0 -> 1\).*--overwrite"):
+        main([*common, *out, "--seed", "1"])
+    assert main([*common, *out, "--seed", "1", "--overwrite"]) == {"generated": 2, "written": 2}
 
 
 def test_a_missing_prior_is_one_clear_line_naming_the_option(tmp_path, monkeypatch, capsys):
