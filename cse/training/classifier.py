@@ -1,0 +1,60 @@
+"""The small digits classifier whose features serve FID/KID on digits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_only
+from safetensors.torch import save_file
+from torch import Tensor
+
+from cse.features import DigitsClassifier
+from cse.records import Batch
+from cse.training.common import generators, skips_empty_batches
+from cse.training.exports import ExportsWhenDone
+
+
+class ClassifierModule(ExportsWhenDone, LightningModule):
+    """Train :class:`cse.features.DigitsClassifier` on labelled digits (``label_key: label`` in the
+    data), with shifts of up to one pixel so that its features do not hinge on exact pixels."""
+
+    export_name = "classifier.safetensors"
+
+    def __init__(
+        self, learning_rate: float = 1e-3, export_dir: str | None = None, overwrite_export: bool = False
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.classifier = DigitsClassifier()
+
+    def step(self, batch: Batch, name: str) -> Tensor:
+        x, labels = batch["image"], batch["label"]
+        if name == "train":  # each sample's shift seeded by its id and the epoch
+            shifts = [
+                torch.randint(-1, 2, (2,), generator=g)
+                for g in generators(batch["sample_id"], f"shift:{self.current_epoch}")
+            ]
+            x = torch.stack(
+                [torch.roll(image, tuple(s.tolist()), dims=(-2, -1)) for image, s in zip(x, shifts, strict=True)]
+            )
+        logits = self.classifier(x)
+        loss = F.cross_entropy(logits, labels)
+        self.log(f"{name}/loss", loss, prog_bar=True, batch_size=len(labels))
+        self.log(f"{name}/accuracy", (logits.argmax(1) == labels).float().mean(), prog_bar=True, batch_size=len(labels))
+        return loss
+
+    @skips_empty_batches
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        return self.step(batch, "train")
+
+    @skips_empty_batches
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.classifier.parameters(), lr=self.hparams.learning_rate)
+
+    @rank_zero_only
+    def on_train_end(self) -> None:
+        self.export(lambda path: save_file(self.classifier.state_dict(), path))

@@ -1,0 +1,47 @@
+"""What every trainer shares: per-sample seeded draws and loss, and the skipped empty batch."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+from cse.priors.diffusers_prior import DiffusersPrior
+from cse.records import Batch
+from cse.seeding import generators_from_seeds, randn, seed_from_key
+
+Step = TypeVar("Step", bound=Callable[..., Any])
+
+
+def generators(sample_ids: list[str], salt: str) -> list[torch.Generator]:
+    """One generator per sample, seeded by ``(salt, sample id)``."""
+    return generators_from_seeds([seed_from_key(s, salt) for s in sample_ids])
+
+
+def seeded_loss(
+    prior: DiffusersPrior, x0: Tensor, sample_ids: list[str], salt: str, control: Tensor | None = None
+) -> Tensor:
+    """The prior's training loss (:meth:`DiffusersPrior.loss`), averaged over the batch, at a timestep
+    and noise drawn per sample from the seed of ``(salt, sample id)``."""
+    draws = generators(sample_ids, f"{salt}:t")
+    t = torch.cat([torch.randint(0, prior.schedule.num_train_steps, (1,), generator=g) for g in draws])
+    return prior.loss(x0, t.to(x0.device), randn(draws, x0.shape[1:], like=x0), control).mean()
+
+
+def is_empty(batch: Batch) -> bool:
+    """Whether every sample of the batch was unusable (the data module warned about each one)."""
+    return not batch["key"]
+
+
+def skips_empty_batches(step: Step) -> Step:
+    """A ``training_step`` or ``validation_step`` that returns None on an empty batch (Lightning then
+    skips the optimizer step) instead of measuring or encoding a ``[0, C, 0, 0]`` tensor."""
+
+    @functools.wraps(step)
+    def guarded(self, batch: Batch, batch_idx: int, *args: Any, **kwargs: Any) -> Any:
+        return None if is_empty(batch) else step(self, batch, batch_idx, *args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
