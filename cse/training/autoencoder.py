@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from lightning.pytorch import LightningModule
-from torch import Tensor
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
 
 from cse.metrics import psnr
 from cse.records import Batch
 from cse.seeding import randn
-from cse.training.common import generators, is_empty, skips_empty_batches
+from cse.training.common import OPTIMIZER_ARGUMENTS, ConfiguredOptimizer, generators, is_empty, skips_empty_batches
 from cse.training.exports import ExportsWhenDone
 
 
-class AutoencoderModule(ExportsWhenDone, LightningModule):
+class AutoencoderModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
     """Train a diffusers ``AutoencoderKL`` for a latent prior: reconstruction MSE plus ``kl_weight``
     times the KL divergence of its posterior to N(0, I), the decoder seeing a posterior draw seeded
     per sample. At the end its ``scaling_factor`` is set to 1 / std of the latents of the training
@@ -24,6 +27,9 @@ class AutoencoderModule(ExportsWhenDone, LightningModule):
 
     Args (the architecture, as ``AutoencoderKL``'s; images shrink by 2 per level after the first):
         block_out_channels, latent_channels, layers_per_block, norm_num_groups, sample_size.
+        optimizer: builds the optimizer (default ``torch.optim.AdamW`` at torch's defaults: lr 1e-3,
+            betas (0.9, 0.999), weight decay 1e-2, eps 1e-8).
+        lr_scheduler: its schedule, stepped every optimizer step (default none: a constant rate).
     """
 
     export_name = "vae"
@@ -35,13 +41,15 @@ class AutoencoderModule(ExportsWhenDone, LightningModule):
         layers_per_block: int = 1,
         norm_num_groups: int = 16,
         sample_size: int = 32,
-        learning_rate: float = 1e-3,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
         kl_weight: float = 1e-6,
         export_dir: str | None = None,
         overwrite_export: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=OPTIMIZER_ARGUMENTS)
+        self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
         levels = len(block_out_channels)
         self.vae = AutoencoderKL(
             in_channels=3,
@@ -74,8 +82,8 @@ class AutoencoderModule(ExportsWhenDone, LightningModule):
             recon = self.vae.decode(self.vae.encode(batch["image"]).latent_dist.mean).sample
         self.log("val/psnr", psnr(recon, batch["image"]).mean(), prog_bar=True, batch_size=len(batch["key"]))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.vae.parameters(), lr=self.hparams.learning_rate)
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        return self.vae.parameters()
 
     @torch.no_grad()
     def latent_std(self) -> float:

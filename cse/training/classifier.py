@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from cse.features import DigitsClassifier
 from cse.records import Batch
-from cse.training.common import generators, skips_empty_batches
+from cse.training.common import OPTIMIZER_ARGUMENTS, ConfiguredOptimizer, generators, skips_empty_batches
 from cse.training.exports import ExportsWhenDone
 
 
-class ClassifierModule(ExportsWhenDone, LightningModule):
+class ClassifierModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
     """Train :class:`cse.features.DigitsClassifier` on labelled digits (``label_key: label`` in the
-    data), with shifts of up to one pixel so that its features do not hinge on exact pixels."""
+    data), with shifts of up to one pixel so that its features do not hinge on exact pixels.
+
+    Args:
+        optimizer: builds the optimizer (default ``torch.optim.Adam`` at torch's defaults: lr 1e-3,
+            betas (0.9, 0.999), no weight decay, eps 1e-8).
+        lr_scheduler: its schedule, stepped every optimizer step (default none: a constant rate).
+    """
 
     export_name = "classifier.safetensors"
 
     def __init__(
-        self, learning_rate: float = 1e-3, export_dir: str | None = None, overwrite_export: bool = False
+        self,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        export_dir: str | None = None,
+        overwrite_export: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=OPTIMIZER_ARGUMENTS)
+        self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
         self.classifier = DigitsClassifier()
 
     def step(self, batch: Batch, name: str) -> Tensor:
@@ -52,8 +66,8 @@ class ClassifierModule(ExportsWhenDone, LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.step(batch, "val")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.classifier.parameters(), lr=self.hparams.learning_rate)
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        return self.classifier.parameters()
 
     @rank_zero_only
     def on_train_end(self) -> None:

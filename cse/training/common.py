@@ -1,13 +1,15 @@
-"""What every trainer shares: per-sample seeded draws and loss, and the skipped empty batch."""
+"""What every trainer shares: per-sample seeded draws and loss, the skipped empty batch, and the
+optimizer and learning-rate schedule given in the config."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import torch
-from torch import Tensor
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
 
 from cse.priors.diffusers_prior import DiffusersPrior
 from cse.records import Batch
@@ -45,3 +47,31 @@ def skips_empty_batches(step: Step) -> Step:
         return None if is_empty(batch) else step(self, batch, batch_idx, *args, **kwargs)
 
     return guarded  # type: ignore[return-value]
+
+
+OPTIMIZER_ARGUMENTS = ["optimizer", "lr_scheduler"]
+"""Left out of ``save_hyperparameters``: a checkpoint's hyper-parameters are loaded weights-only on
+resuming, which refuses callables; the optimizer's state in the checkpoint holds its settings, and
+the run's ``config.yaml`` its class."""
+
+
+class ConfiguredOptimizer:
+    """``configure_optimizers`` from the module's ``optimizer`` and ``lr_scheduler`` arguments
+    (LightningCLI's ``OptimizerCallable`` and ``LRSchedulerCallable``: a config gives them with
+    ``class_path`` and ``init_args``) over :meth:`trainable_parameters`. The schedule, if any, steps
+    with every optimizer step, as the recipes count steps (``max_steps``), not epochs."""
+
+    make_optimizer: OptimizerCallable
+    make_lr_scheduler: LRSchedulerCallable | None
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        optimizer = self.make_optimizer(self.trainable_parameters())
+        if self.make_lr_scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.make_lr_scheduler(optimizer), "interval": "step"},
+        }

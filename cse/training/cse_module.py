@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_only
-from torch import Tensor
+from torch import Tensor, nn
 
 from cse.images import labelled_grid
 from cse.metrics import psnr
@@ -14,11 +17,17 @@ from cse.priors.diffusers_prior import DiffusersPrior
 from cse.records import Batch
 from cse.samplers import Ancestral
 from cse.seeding import randn, seed_from_key
-from cse.training.common import generators, seeded_loss, skips_empty_batches
+from cse.training.common import OPTIMIZER_ARGUMENTS, ConfiguredOptimizer, generators, seeded_loss, skips_empty_batches
 from cse.training.exports import ExportsWhenDone
 
 
-class CSEModule(ExportsWhenDone, LightningModule):
+def paper_adamw(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The paper's optimizer (Appendix B.2): AdamW at a constant 5e-6, betas (0.9, 0.999), weight
+    decay 1e-2, eps 1e-8 (diffusers' ``train_controlnet.py`` defaults)."""
+    return torch.optim.AdamW(params, lr=5e-6, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+
+
+class CSEModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
     """Train the conditional score estimator: a ControlNet beside the frozen prior, conditioned on
     the control image of a synthesised measurement (the paper's Sec. 4 and Appendix B.2; diffusers'
     ``train_controlnet.py``). Per batch: images x -> y = measurement(x) -> control = lift(y);
@@ -29,8 +38,11 @@ class CSEModule(ExportsWhenDone, LightningModule):
         prior: the frozen prior; a ControlNet attached to it (``controlnet=`` of ``from_pretrained``)
             is fine-tuned, otherwise a new one is copied from its UNet.
         measurement: the degradation (operator and noise) whose measurements condition the CSE.
-        learning_rate: constant AdamW rate (the paper: 5e-6; its reference runs: 1e-5).
-        weight_decay, betas: AdamW's.
+        optimizer: builds the optimizer of the ControlNet's parameters (default :func:`paper_adamw`;
+            a config gives e.g. ``class_path: torch.optim.AdamW`` and ``init_args: {lr: 1.0e-5}``,
+            the paper's reference runs).
+        lr_scheduler: builds a schedule of that optimizer, stepped every optimizer step (default
+            none: a constant rate).
         sample_latents: encode with a posterior sample of the VAE (diffusers); False: its mean.
         export_dir: where the final ControlNet is saved with ``save_pretrained`` (default: the
             run's folder, ``<default_root_dir>/controlnet``); it must be empty unless overwrite_export.
@@ -44,9 +56,8 @@ class CSEModule(ExportsWhenDone, LightningModule):
         self,
         prior: DiffusersPrior,
         measurement: Measurement,
-        learning_rate: float = 5e-6,
-        weight_decay: float = 1e-2,
-        betas: tuple[float, float] = (0.9, 0.999),
+        optimizer: OptimizerCallable = paper_adamw,
+        lr_scheduler: LRSchedulerCallable | None = None,
         sample_latents: bool = True,
         export_dir: str | None = None,
         overwrite_export: bool = False,
@@ -54,8 +65,9 @@ class CSEModule(ExportsWhenDone, LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["prior", "measurement"])
+        self.save_hyperparameters(ignore=["prior", "measurement", *OPTIMIZER_ARGUMENTS])
         self.prior, self.measurement = prior, measurement
+        self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
         if prior.controlnet is None:
             prior.attach_controlnet()
         prior.controlnet.train().requires_grad_(True)
@@ -117,10 +129,8 @@ class CSEModule(ExportsWhenDone, LightningModule):
             rows = [("source", images), ("control", control), ("CSE sample", restored)]
             log_image("val/source_control_sample", [labelled_grid(rows)], step=self.global_step)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
-        params = [p for p in self.controlnet.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=hp.learning_rate, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.controlnet.parameters() if p.requires_grad]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep only the trainable ControlNet: the frozen prior reloads from its own folder."""

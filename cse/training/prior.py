@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_only
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cse.paths import project_path, where
@@ -14,7 +17,7 @@ from cse.priors.diffusers_prior import DiffusersPrior, save_pipeline_folder, sd_
 from cse.priors.schedule import DiscreteSchedule
 from cse.records import Batch
 from cse.seeding import randn
-from cse.training.common import generators, seeded_loss, skips_empty_batches
+from cse.training.common import OPTIMIZER_ARGUMENTS, ConfiguredOptimizer, generators, seeded_loss, skips_empty_batches
 from cse.training.exports import ExportsWhenDone
 
 
@@ -26,7 +29,12 @@ def load_vae(path: str) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(folder).requires_grad_(False).eval()
 
 
-class PriorModule(ExportsWhenDone, LightningModule):
+def prior_adamw(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW at 3e-4, betas (0.9, 0.999), weight decay 1e-2, eps 1e-8: the digits priors' optimizer."""
+    return torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+
+
+class PriorModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
     """Train a diffusion prior from scratch: any diffusers ``UNet2DConditionModel`` (given in the
     config), in pixel space or, with ``vae``, on the latents of a trained ``AutoencoderKL`` (a
     posterior draw per image, as diffusers trains SD); SD2's schedule and the prior's own loss; an
@@ -36,6 +44,8 @@ class PriorModule(ExportsWhenDone, LightningModule):
     The UNet sees the empty prompt as one zero token of its ``cross_attention_dim``.
     Args:
         vae: folder of a trained, frozen ``AutoencoderKL`` (None: a pixel-space prior).
+        optimizer, lr_scheduler: build the UNet's optimizer (default :func:`prior_adamw`) and its
+            schedule, stepped every optimizer step (default none: a constant rate).
     """
 
     export_name = "prior"
@@ -44,14 +54,16 @@ class PriorModule(ExportsWhenDone, LightningModule):
         self,
         unet: UNet2DConditionModel,
         vae: str | None = None,
-        learning_rate: float = 3e-4,
+        optimizer: OptimizerCallable = prior_adamw,
+        lr_scheduler: LRSchedulerCallable | None = None,
         ema_decay: float = 0.999,
         export_dir: str | None = None,
         overwrite_export: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["unet"])
+        self.save_hyperparameters(ignore=["unet", *OPTIMIZER_ARGUMENTS])
+        self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
         self.scheduler = sd_scheduler()
         prompt = torch.zeros(1, 1, unet.config.cross_attention_dim)
         autoencoder = load_vae(vae) if vae else None
@@ -95,8 +107,8 @@ class PriorModule(ExportsWhenDone, LightningModule):
         loss = seeded_loss(prior, self.x0(prior, batch, "val"), batch["sample_id"], "val")
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["key"]))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.prior.unet.parameters(), lr=self.hparams.learning_rate)
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        return self.prior.unet.parameters()
 
     @rank_zero_only
     def on_train_end(self) -> None:
