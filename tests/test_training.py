@@ -15,7 +15,7 @@ from cse.cli import main
 from cse.data import ImageDataModule
 from cse.features import DigitsClassifier, DigitsFeatures
 from cse.metrics import feature_distances
-from cse.operators import Measurement, SuperResolution
+from cse.operators import GaussianNoise, Measurement, SaturatedBlur, SuperResolution
 from cse.priors import DiffusersPrior
 from cse.samplers import Ancestral
 from cse.training import AutoencoderModule, ClassifierModule, CSEModule, PriorModule
@@ -216,6 +216,19 @@ def test_latents_are_drawn_from_the_vae_posterior_unless_configured_otherwise(ti
         module.prior.encode = spy
         module.loss(batch_of(["a", "b"]), "train:0")
         assert (seen[0] is not None) == expect_generators
+
+
+def test_training_measures_with_the_seeds_of_the_measurement(tiny_latent):
+    """One seed convention (Measurement.measure_keys): each sample's noise and random kernel come
+    from its sample id, the salt and the seed, whatever else is in the batch."""
+    measurement = Measurement(SaturatedBlur(), GaussianNoise(0.1))
+    module = CSEModule(DiffusersPrior.from_pretrained(tiny_latent), measurement, seed=3)
+    batch = batch_of(["a", "b", "a#1"])
+    y = module.measure(batch["image"], batch["sample_id"], "train:0")
+    expected, _ = measurement.measure_keys(batch["image"], batch["sample_id"], "train:0:3")
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    torch.testing.assert_close(module.measure(batch["image"][1:2], ["b"], "train:0"), y[1:2], rtol=0, atol=0)
+    assert not torch.equal(y[0], module.measure(batch["image"][:1], ["a"], "train:1")[0])  # each epoch anew
 
 
 class StopAt(Callback):

@@ -86,10 +86,14 @@ class CSEModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
         return self
 
     def measure(self, images: Tensor, sample_ids: list[str], salt: str) -> Tensor:
-        """``y`` of each image, its noise (and operator randomness) seeded per sample id."""
-        seeds = [seed_from_key(s, f"{salt}:operator:{self.hparams.seed}") for s in sample_ids]
-        measurement = self.measurement.bind(seeds, images.shape)
-        return measurement(images, generators(sample_ids, f"{salt}:measurement:{self.hparams.seed}"))
+        """``y`` of each image, its noise and operator randomness seeded as restoration seeds them
+        (:meth:`Measurement.measure_keys`), by sample id and ``"<salt>:<seed>"``.
+
+        One convention since this replaced the module's own seeds (``"<salt>:operator:<seed>"`` and
+        ``"<salt>:measurement:<seed>"``): a CSE trained now sees other measurement draws than the
+        same run did before, as the shipped digits CSEs were trained; restoration's are unchanged."""
+        y, _ = self.measurement.measure_keys(images, sample_ids, f"{salt}:{self.hparams.seed}")
+        return y
 
     def loss(self, batch: Batch, salt: str) -> Tensor:
         """MSE of the ControlNet-augmented UNet to its target, every draw seeded per sample."""
