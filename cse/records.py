@@ -19,6 +19,11 @@ class Batch(TypedDict):
     skipped: list[tuple[str, str]]  # (key, reason) of this batch's samples that could not be used
 
 
+def is_empty(batch: Batch) -> bool:
+    """Whether every sample of the batch was unusable (each is in ``skipped``, and was warned about)."""
+    return not batch["key"]
+
+
 class ImageMetrics(TypedDict):
     """One line of ``metrics.jsonl``: quality, consistency and cost of one restored image."""
 

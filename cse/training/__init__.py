@@ -9,7 +9,7 @@ as an uninterrupted one (the data loader's position is saved in the checkpoint, 
 
 from cse.training.autoencoder import AutoencoderModule
 from cse.training.classifier import ClassifierModule
-from cse.training.common import generators, is_empty, seeded_loss, skips_empty_batches
+from cse.training.common import generators, seeded_loss, skips_empty_batches
 from cse.training.cse_module import CSEModule
 from cse.training.exports import ExportsWhenDone, readable
 from cse.training.prior import PriorModule, load_vae
@@ -21,7 +21,6 @@ __all__ = [
     "ExportsWhenDone",
     "PriorModule",
     "generators",
-    "is_empty",
     "load_vae",
     "readable",
     "seeded_loss",

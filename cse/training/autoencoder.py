@@ -12,9 +12,9 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from cse.metrics import psnr
-from cse.records import Batch
+from cse.records import Batch, is_empty
 from cse.seeding import randn
-from cse.training.common import OPTIMIZER_ARGUMENTS, ConfiguredOptimizer, generators, is_empty, skips_empty_batches
+from cse.training.common import OPTIMIZER_ARGUMENTS, ConfiguredOptimizer, generators, skips_empty_batches
 from cse.training.exports import ExportsWhenDone
 
 

@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from cse.priors.diffusers_prior import DiffusersPrior
-from cse.records import Batch
+from cse.records import Batch, is_empty
 from cse.seeding import generators_from_seeds, randn, seed_from_key
 
 Step = TypeVar("Step", bound=Callable[..., Any])
@@ -31,11 +31,6 @@ def seeded_loss(
     draws = generators(sample_ids, f"{salt}:t")
     t = torch.cat([torch.randint(0, prior.schedule.num_train_steps, (1,), generator=g) for g in draws])
     return prior.loss(x0, t.to(x0.device), randn(draws, x0.shape[1:], like=x0), control).mean()
-
-
-def is_empty(batch: Batch) -> bool:
-    """Whether every sample of the batch was unusable (the data module warned about each one)."""
-    return not batch["key"]
 
 
 def skips_empty_batches(step: Step) -> Step:
