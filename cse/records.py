@@ -23,6 +23,11 @@ RESIDUAL_WARNING = 10.0
 """A restoration whose ``||A(x) - y||`` exceeds this many times ``||y||`` is flagged (warning, summary)."""
 
 
+def is_empty(batch: Batch) -> bool:
+    """Whether every sample of the batch was unusable (each is in ``skipped``, and was warned about)."""
+    return not batch["key"]
+
+
 class ImageMetrics(TypedDict):
     """One line of ``metrics.jsonl``: quality, consistency and cost of one restored image."""
 

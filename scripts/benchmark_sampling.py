@@ -14,8 +14,9 @@ seconds are measured over ``--steps`` steps after a warm-up and scaled the same 
 bounds per image on a GPU (``--gpu``, default this one or an H100) come from a record of every
 op's FLOPs and bytes: every FLOP at the tensor cores' peak, and each op at the slower of its
 FLOPs at peak and its bytes at full memory bandwidth, no two fused. ``--memory`` estimates peak
-memory at given batch sizes from the same kind of record. Samplers are built from
-configs/samplers/*.yaml with the step sizes of the task's ``sampling:`` block.
+memory at given batch sizes from the same kind of record. The counting, bounds and memory model
+are cse.profiling's; this script builds the priors and samplers and prints the tables. Samplers
+are built from configs/samplers/*.yaml with the step sizes of the task's ``sampling:`` block.
 """
 
 from __future__ import annotations
@@ -26,67 +27,33 @@ import json
 import re
 import sys
 import time
-import weakref
-from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import yaml
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 import cse  # noqa: F401
-from cse.operators import Measurement, SuperResolution
 from cse.priors import DiffusersPrior
-from cse.priors.diffusers_prior import sd_scheduler
-from cse.priors.schedule import DiscreteSchedule
-from cse.samplers import ReSample
+from cse.profiling import (
+    PEAK_TFLOPS,
+    count_flops,
+    gpu_model,
+    memory_model,
+    one_step,
+    problem,
+    roofline,
+    sd2_base,
+    step_kinds,
+    time_steps,
+)
 from cse.samplers.common import Sampler
-from cse.samplers.freedom import FreeDoM
-from cse.seeding import generators_from_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ["dps", "dsg", "dmap_same", "dmap_full", "psld", "freedom", "resample"]
-PEAK_TFLOPS = {  # dense tensor-core peaks (NVIDIA data sheets, SXM): bf16/fp16, and TF32 for fp32 work
-    "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
-    "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
-    "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0},
-}
-BANDWIDTH_TBS = {"H100": 3.35, "H200": 4.8, "A100": 2.04}  # HBM bandwidth (NVIDIA data sheets, SXM)
 
 
 # -- what is measured ----------------------------------------------------------------------------
-
-
-def sd2_base(device: str | torch.device, dtype: torch.dtype) -> DiffusersPrior:
-    """Stable Diffusion 2-base's networks (865 M + 84 M parameters) with random weights."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    with torch.device(device):
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            block_out_channels=(320, 640, 1280, 1280),
-            cross_attention_dim=1024,
-            attention_head_dim=(5, 10, 20, 20),
-            use_linear_projection=True,
-            layers_per_block=2,
-        )
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            sample_size=512,
-        )
-    schedule = DiscreteSchedule(sd_scheduler().alphas_cumprod)
-    prompt = torch.zeros(1, 77, 1024, device=device)
-    return DiffusersPrior(unet.to(dtype), schedule, prompt.to(dtype), vae=vae.to(dtype))
 
 
 def build_prior(scale: str, device: str, dtype: torch.dtype) -> tuple[DiffusersPrior, str]:
@@ -121,222 +88,21 @@ def sampler_from_configs(task: str, method: str) -> Sampler:
     return getattr(import_module(module), name)(**spec["init_args"])
 
 
-def step_kinds(sampler: Sampler) -> dict[str, int]:
-    """How many steps of each kind a run makes: 'step' (one ordinary step), and for FreeDoM the
-    extra passes, for ReSample the consistency optimisations (counted at ``max_iters``)."""
-    kinds = {"step": sampler.num_steps}
-    if isinstance(sampler, FreeDoM):
-        kinds["step"] += sum(sampler.travels(i) for i in range(sampler.num_steps)) * (sampler.repeats - 1)
-    if isinstance(sampler, ReSample):
-        kinds["consistency"] = sum(sampler.consistency_step(i) for i in range(sampler.num_steps))
-    return kinds
-
-
-def problem(prior: DiffusersPrior, batch: int, factor: int = 8):
-    size = prior.image_size
-    measurement = Measurement(SuperResolution(factor if size % factor == 0 else 4))
-    device = prior.prompt_embeds.device
-    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
-    y = measurement(images, generators_from_seeds(range(batch)))
-    return measurement.operator, y, prior.state_shape(images.shape)
-
-
-def one_step(sampler: Sampler, prior, operator, y, shape, kind: str = "step", ctx=None, sigmas=None):
-    """Run one step of ``kind`` at the middle of the trajectory (in ``ctx``, a run's context, whose
-    noise is drawn in blocks as in a real run, and with its ``sigmas``); returns its output."""
-    ctx = ctx or sampler.context(prior, operator, y, list(range(len(y))), None, shape)
-    if kind != "consistency":
-        return sampler.middle_step(prior, ctx, sigmas)
-    # one iteration of ReSample's optimiser: ||A(D(z)) - y||^2, forward and backward
-    sigma = sampler.sigmas(prior)[sampler.num_steps // 2]
-    z = (sigma * ctx.noise() / (1 + sigma**2) ** 0.5).detach().requires_grad_(True)
-    with torch.enable_grad():
-        (operator(prior.decode(z)) - y).square().flatten(1).mean(1).sum().backward()
-    return z.grad
-
-
-def counted_setup(scale: str, method: str, dtype: torch.dtype, batch: int, checkpointing: bool = False) -> tuple:
-    """The prior (on meta tensors at SD2 scale: shapes, no values), sampler and problem of a count."""
+def counted_setup(
+    scale: str, method: str, dtype: torch.dtype, checkpointing: bool = False
+) -> tuple[DiffusersPrior, Sampler]:
+    """The prior (on meta tensors at SD2 scale: shapes, no values) and sampler of a count."""
     prior, task = build_prior(scale, "meta" if scale == "sd2" else "cpu", dtype)
     if checkpointing:
         prior.enable_gradient_checkpointing()
-    return prior, sampler_from_configs(task, method), *problem(prior, batch)
+    return prior, sampler_from_configs(task, method)
 
 
-def count_flops(scale: str, method: str, batch: int = 1, checkpointing: bool = False) -> dict[str, float]:
-    """FLOPs per image of each step kind, on meta tensors (no computation); with checkpointing, the
-    recomputed forward passes included."""
-    prior, sampler, operator, y, shape = counted_setup(scale, method, torch.float32, batch, checkpointing)
-    flops = {}
-    for kind in step_kinds(sampler):
-        with FlopCounterMode(display=False) as counter:
-            one_step(sampler, prior, operator, y, shape, kind)
-        per_iter = counter.get_total_flops() / batch
-        flops[kind] = per_iter * (sampler.max_iters if kind == "consistency" else 1)
-    return flops
-
-
-class TrafficCounter(TorchDispatchMode):
-    """The FLOPs (torch's own formulas) and the bytes read and written (tensor arguments and
-    results; views and aliases move nothing) of every aten op run under it."""
-
-    FREE = {"_unsafe_view", "detach", "lift_fresh", "alias", "empty", "empty_like", "empty_strided"}
-    WRITE_ONLY = {"copy_", "fill_", "zero_"}  # in place: the destination is written, not read
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[tuple[str, int, int]] = []  # (op, FLOPs, bytes)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        packet = func.overloadpacket
-        if func.is_view or packet.__name__ in self.FREE:
-            return out
-        flops = flop_registry[packet](*args, **kwargs, out_val=out) if packet in flop_registry else 0
-        read = args
-        if packet is torch.ops.aten.convolution_backward and not args[-1][1]:
-            read = (args[0], *args[2:])  # the input gradient alone needs no input, only the weight
-        elif packet.__name__ in self.WRITE_ONLY:
-            read = args[1:]
-        tensors = [t for t in tree_leaves((read, kwargs, out)) if isinstance(t, torch.Tensor)]
-        self.ops.append((packet.__name__, flops, sum(map(stored_bytes, tensors))))
-        return out
-
-    def roofline(self, peak_tflops: float, bandwidth_tbs: float) -> dict[str, float]:
-        """Seconds per op family if every op ran at the device's peak FLOP rate or its full memory
-        bandwidth, whichever bounds it (no op fused with another)."""
-        seconds = defaultdict(float)
-        for name, flops, moved in self.ops:
-            seconds[op_family(name)] += max(flops / (peak_tflops * 1e12), moved / (bandwidth_tbs * 1e12))
-        return dict(seconds)
-
-
-def stored_bytes(tensor: torch.Tensor) -> int:
-    """A tensor's bytes, an expanded one (stride 0) counted at the size of its storage at most."""
-    return min(tensor.numel(), tensor.untyped_storage().nbytes() // tensor.element_size()) * tensor.element_size()
-
-
-def op_family(name: str) -> str:
-    """The family an aten op's time is reported under."""
-    if name.startswith("convolution"):
-        return "convolutions"
-    if "attention" in name:
-        return "attention"
-    if name in {"mm", "addmm", "bmm", "baddbmm"}:
-        return "matrix products"
-    if "norm" in name:
-        return "normalisation"
-    return "element-wise and copies"
-
-
-@contextmanager
-def fused_attention() -> Iterator[None]:
-    """On meta tensors, attention as a GPU runs PyTorch's SDPA: one fused kernel that never writes
-    the attention matrix (the meta device would otherwise decompose it into matrix products)."""
-
-    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
-        if query.device.type != "meta" or attn_mask is not None or kwargs:
-            return original(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, **kwargs)
-        efficient = torch.ops.aten._scaled_dot_product_efficient_attention
-        return efficient(query, key, value, None, True, dropout_p, is_causal, scale=scale)[0]
-
-    original, F.scaled_dot_product_attention = F.scaled_dot_product_attention, sdpa
-    try:
-        yield
-    finally:
-        F.scaled_dot_product_attention = original
-
-
-def roofline(
+def bounds_of(
     scale: str, method: str, dtype: torch.dtype, gpu: str, batch: int = 1, checkpointing: bool = False
 ) -> dict:
-    """A run's bytes moved and lower bounds on its time per image on ``gpu``: ``compute`` (every FLOP
-    at the tensor cores' peak) and ``roofline`` (op by op, the slower of its FLOPs at peak and its
-    bytes at full bandwidth), with the latter's share per op family."""
-    prior, sampler, operator, y, shape = counted_setup(scale, method, dtype, batch, checkpointing)
-    peak, bandwidth = PEAK_TFLOPS[gpu][str(dtype).split(".")[-1]], BANDWIDTH_TBS[gpu]
-    totals, families = defaultdict(float), defaultdict(float)
-    for kind, count in step_kinds(sampler).items():
-        repeats = count * (sampler.max_iters if kind == "consistency" else 1) / batch
-        with fused_attention(), TrafficCounter() as counter:
-            one_step(sampler, prior, operator, y, shape, kind)
-        totals["bytes"] += repeats * sum(moved for _, _, moved in counter.ops)
-        totals["compute"] += repeats * sum(flops for _, flops, _ in counter.ops) / (peak * 1e12)
-        for family, seconds in counter.roofline(peak, bandwidth).items():
-            families[family] += repeats * seconds
-    return {
-        "gpu": gpu,
-        "batch": batch,
-        "bytes_per_image": totals["bytes"],
-        "compute_bound_s": totals["compute"],
-        "roofline_s": sum(families.values()),
-        "roofline_by_family_s": dict(sorted(families.items(), key=lambda kv: -kv[1])),
-    }
-
-
-class LiveMemory(TorchDispatchMode):
-    """The bytes of the storages that the ops under it allocate, and their peak: a storage counts
-    from the op that allocates it until it is freed (autograd's saved tensors keep it alive). Views
-    and in-place results of tensors made elsewhere (the weights, the inputs) allocate nothing."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.storages: dict[int, int] = {}  # live storage -> its bytes
-        self.live = self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        given = {storage_key(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor) and storage_key(tensor) not in given | self.storages.keys():
-                self.allocate(tensor.untyped_storage())
-        return out
-
-    def allocate(self, storage: torch.UntypedStorage) -> None:
-        key = storage._cdata
-        self.storages[key] = storage.nbytes()
-        self.live += storage.nbytes()
-        self.peak = max(self.peak, self.live)
-        weakref.finalize(storage, self.free, key)  # a storage's Python object lives as long as it does
-
-    def free(self, key: int) -> None:
-        self.live -= self.storages.pop(key)
-
-
-def storage_key(tensor: torch.Tensor) -> int:
-    """The storage itself (its Python object is shared by its tensors; meta tensors have no data_ptr)."""
-    return tensor.untyped_storage()._cdata
-
-
-def memory_model(
-    scale: str, method: str, dtype: torch.dtype, batch: int, checkpointing: bool = False
-) -> dict[str, float]:
-    """Peak memory of a step (GiB), from the tensors it makes on meta tensors, plus the weights: what
-    ``torch.cuda.max_memory_allocated`` would report, less workspaces and the allocator's rounding."""
-    prior, sampler, operator, y, shape = counted_setup(scale, method, dtype, batch, checkpointing)
-    weights = sum(t.numel() * t.element_size() for t in [*prior.parameters(), *prior.buffers()])
-    peak = 0
-    for kind in step_kinds(sampler):
-        ctx = sampler.context(prior, operator, y, list(range(batch)), None, shape)
-        with fused_attention(), LiveMemory() as memory:
-            one_step(sampler, prior, operator, y, shape, kind, ctx)
-        peak = max(peak, memory.peak)
-    return {"batch": batch, "weights_gib": weights / 2**30, "peak_gib": (weights + peak) / 2**30}
-
-
-def time_steps(sampler: Sampler, prior, operator, y, shape, steps: int, kind: str = "step") -> float:
-    """Seconds per step of ``kind`` for the whole batch, after a warm-up step."""
-    sync = torch.cuda.synchronize if y.is_cuda else (lambda: None)
-    ctx = sampler.context(prior, operator, y, list(range(len(y))), None, shape)
-    sigmas = sampler.sigmas(prior)  # once, as a run does
-    one_step(sampler, prior, operator, y, shape, kind, ctx, sigmas)
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        one_step(sampler, prior, operator, y, shape, kind, ctx, sigmas)
-    sync()
-    return (time.perf_counter() - start) / steps
+    """cse.profiling.roofline of ``method`` at ``scale`` (see there)."""
+    return roofline(*counted_setup(scale, method, dtype, checkpointing), gpu, batch)
 
 
 def measure(args, prior, task: str, method: str, batch: int, flops: dict[str, float]) -> dict:
@@ -458,7 +224,7 @@ def timed_rows(args, dtype: torch.dtype, flops: dict, bounds: dict, gpu: str) ->
             if measured == gpu:
                 bound = bounds[method]
                 if batch != args.batch:
-                    bound = roofline(args.scale, method, dtype, gpu, batch, args.checkpointing)
+                    bound = bounds_of(args.scale, method, dtype, gpu, batch, args.checkpointing)
                 row["times_roofline"] = row["seconds_per_image"] / bound["roofline_s"]
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -497,7 +263,9 @@ def estimate_memory(args, dtype: torch.dtype) -> dict[str, list[dict]]:
     """memory_model at each ``--memory`` batch size, for each sampler; printed as it comes."""
     table = {}
     for method in args.samplers:
-        table[method] = [memory_model(args.scale, method, dtype, b, args.checkpointing) for b in args.memory]
+        table[method] = [
+            memory_model(*counted_setup(args.scale, method, dtype, args.checkpointing), b) for b in args.memory
+        ]
         sizes = ", ".join(f"batch {row['batch']} {row['peak_gib']:.1f}" for row in table[method])
         print(f"{method:>10}: estimated peak memory (GiB, weights {table[method][0]['weights_gib']:.2f}): {sizes}")
     return table
@@ -511,13 +279,6 @@ def describe_bounds(bounds: dict, dtype: str) -> str:
         f"{bounds['compute_bound_s']:.2f} s (FLOPs at peak), {bounds['roofline_s']:.2f} s op by op "
         f"({bounds['bytes_per_image'] / 1e12:.2f} TB moved; s by family: {families})"
     )
-
-
-def gpu_model(device: str) -> str | None:
-    """This device's entry in PEAK_TFLOPS (None on a CPU or an unlisted GPU)."""
-    if not device.startswith("cuda"):
-        return None
-    return next((key for key in PEAK_TFLOPS if key in torch.cuda.get_device_name()), None)
 
 
 def main() -> None:
@@ -569,10 +330,14 @@ def main() -> None:
     else:
         if args.memory:
             results["memory"] = estimate_memory(args, dtype)
-        flops = {method: count_flops(args.scale, method, 1, args.checkpointing) for method in args.samplers}
+        flops = {
+            method: count_flops(*counted_setup(args.scale, method, torch.float32, args.checkpointing))
+            for method in args.samplers
+        }
         gpu = args.gpu or gpu_model(args.device) or "H100"
         bounds = {
-            method: roofline(args.scale, method, dtype, gpu, args.batch, args.checkpointing) for method in args.samplers
+            method: bounds_of(args.scale, method, dtype, gpu, args.batch, args.checkpointing)
+            for method in args.samplers
         }
         results["flops"], results["bounds"] = flops, bounds
         for method, kinds in flops.items():

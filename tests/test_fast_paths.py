@@ -1,8 +1,10 @@
 """Speed options keep the numbers: each fast path against plain fp32 on the same seeds (tiny stack),
-and the FLOP-accounted benchmark from a fresh clone."""
+the counting of cse.profiling, and the FLOP-accounted benchmark script from a fresh clone."""
 
-import importlib.util
 import json
+import os
+import subprocess
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -13,7 +15,8 @@ import torch.nn.functional as F
 from cse.metrics import psnr
 from cse.operators import SuperResolution
 from cse.priors import DiffusersPrior
-from cse.samplers import DPS
+from cse.profiling import LiveMemory, TrafficCounter, count_flops, fused_attention, memory_model, roofline, sd2_base
+from cse.samplers import DMAP, DPS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,26 +105,23 @@ def test_compiled_networks_give_the_same_restoration(tiny_latent, reference):
 # -- the benchmark ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_sampling", ROOT / "scripts" / "benchmark_sampling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def sd2_dps(dtype: torch.dtype = torch.float32, **sampler) -> tuple[DiffusersPrior, DPS]:
+    """SD2-base on meta tensors and DPS at the paper's SR x8 settings (500 steps)."""
+    return sd2_base("meta", dtype), DPS(zeta=4.8, num_steps=500, **sampler)
 
 
 @pytest.fixture(scope="module")
-def dps_step_flops(benchmark) -> float:
+def dps_step_flops() -> float:
     """FLOPs of one DPS step per image at SD2-base 512 px (meta tensors)."""
-    return benchmark.count_flops("sd2", "dps")["step"]
+    return count_flops(*sd2_dps())["step"]
 
 
-def test_flops_of_an_sd2_step_are_counted_from_its_networks(benchmark, dps_step_flops):
+def test_flops_of_an_sd2_step_are_counted_from_its_networks(dps_step_flops):
     """One DPS step at SD2-base 512 px runs the UNet and the VAE decoder forward, and back through
     both for the input gradient only (the weights are frozen): about twice their forward FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    prior = benchmark.sd2_base("meta", torch.float32)
+    prior = sd2_base("meta", torch.float32)
     z = torch.zeros(1, 4, 64, 64, device="meta")
     with FlopCounterMode(display=False) as counter:
         prior.decode(prior.denoise(z, 3.0))
@@ -129,12 +129,13 @@ def test_flops_of_an_sd2_step_are_counted_from_its_networks(benchmark, dps_step_
     assert 3.2e12 < forward < 3.4e12  # UNet 0.80 + decoder 2.51 TFLOP, as torch counts them
     step = dps_step_flops
     assert 2.0 * forward < step < 2.1 * forward
-    assert benchmark.count_flops("sd2", "dmap_full")["step"] > 3 * step  # K = 3 gradient steps
+    dmap_full = DMAP(zeta=4.8, num_steps=500, ascent_steps=3)
+    assert count_flops(prior, dmap_full)["step"] > 3 * step  # K = 3 gradient steps
 
 
-def test_the_roofline_counts_each_ops_bytes_and_flops(benchmark):
+def test_the_roofline_counts_each_ops_bytes_and_flops():
     x, w = torch.zeros(2, 8, 32, 32, device="meta"), torch.zeros(16, 8, 3, 3, device="meta")
-    with benchmark.TrafficCounter() as counter:
+    with TrafficCounter() as counter:
         F.conv2d(x, w, padding=1)
     ((name, flops, moved),) = counter.ops
     assert name == "convolution" and flops == 2 * (2 * 16 * 32 * 32) * (8 * 3 * 3)
@@ -142,27 +143,27 @@ def test_the_roofline_counts_each_ops_bytes_and_flops(benchmark):
     assert counter.roofline(peak_tflops=1.0, bandwidth_tbs=1e-3) == {"convolutions": moved / 1e9}
     assert counter.roofline(peak_tflops=1e-6, bandwidth_tbs=1.0) == {"convolutions": flops / 1e6}
     x.requires_grad_(True)
-    with benchmark.TrafficCounter() as counter:
+    with TrafficCounter() as counter:
         F.conv2d(x, w, padding=1).backward(torch.zeros(2, 16, 32, 32, device="meta"))
     ((_, _, moved_back),) = [op for op in counter.ops if op[0] == "convolution_backward"]
     assert moved_back == moved  # the output's gradient and the weight in, the input's gradient out
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_attention_is_counted_as_a_fused_kernel(benchmark, fused):
+def test_attention_is_counted_as_a_fused_kernel(fused):
     """A GPU's SDPA never writes the attention matrix (here 2 heads x 2048^2 x 4 bytes = 32 MiB)."""
     q = torch.zeros(1, 2, 2048, 64, device="meta", requires_grad=True)
-    with benchmark.fused_attention() if fused else nullcontext(), benchmark.TrafficCounter() as counter:
+    with fused_attention() if fused else nullcontext(), TrafficCounter() as counter:
         F.scaled_dot_product_attention(q, q, q).sum().backward()
     largest = max(moved for _, _, moved in counter.ops)
     assert (largest < 4 * 2 * 2048**2) == fused
     assert sum(flops for _, flops, _ in counter.ops) >= 3 * 2 * (2 * 2 * 2048**2 * 64)  # QK^T and PV, and back
 
 
-def test_live_memory_counts_each_storage_until_its_last_tensor_is_freed(benchmark):
+def test_live_memory_counts_each_storage_until_its_last_tensor_is_freed():
     nbytes = 4 * 1024
     weight = torch.zeros(1024, 1024, device="meta")  # made outside: not the step's memory
-    with benchmark.LiveMemory() as memory:
+    with LiveMemory() as memory:
         a = torch.zeros(1024, device="meta")
         b = a + 1
         del b
@@ -176,10 +177,10 @@ def test_live_memory_counts_each_storage_until_its_last_tensor_is_freed(benchmar
     assert memory.live == 0 and memory.peak == 2 * nbytes
 
 
-def test_live_memory_counts_what_autograd_saves_until_the_backward_pass(benchmark):
+def test_live_memory_counts_what_autograd_saves_until_the_backward_pass():
     nbytes = 4 * 1024
     x = torch.zeros(1024, device="meta", requires_grad=True)
-    with benchmark.LiveMemory() as memory:
+    with LiveMemory() as memory:
         y = x.exp()  # exp saves its output for the backward pass
         z = y.sum()
         del y
@@ -189,20 +190,22 @@ def test_live_memory_counts_what_autograd_saves_until_the_backward_pass(benchmar
     assert memory.live == nbytes and x.grad.numel() == 1024  # x's gradient alone: y was freed
 
 
-def test_the_memory_model_of_an_sd2_step_grows_with_the_batch(benchmark):
+def test_the_memory_model_of_an_sd2_step_grows_with_the_batch():
     """At SD2-base 512 px (meta tensors): the weights once, activations per image, and gradient
     checkpointing trades most of them for recomputation (measured on an H100: 5.5 GiB at batch 1 in
     bf16, 62.3 at 16; docs/performance.md)."""
-    one, four = (benchmark.memory_model("sd2", "dps", torch.bfloat16, b) for b in (1, 4))
-    checkpointed = benchmark.memory_model("sd2", "dps", torch.bfloat16, 1, checkpointing=True)
+    one, four = (memory_model(*sd2_dps(torch.bfloat16), b) for b in (1, 4))
+    prior, sampler = sd2_dps(torch.bfloat16)
+    prior.enable_gradient_checkpointing()
+    checkpointed = memory_model(prior, sampler, 1)
     assert one["weights_gib"] == pytest.approx(949e6 * 2 / 2**30, rel=0.01)  # 865 M + 84 M parameters in bf16
     per_image = one["peak_gib"] - one["weights_gib"]
     assert four["peak_gib"] - four["weights_gib"] == pytest.approx(4 * per_image, rel=0.1)
     assert checkpointed["peak_gib"] - checkpointed["weights_gib"] < 0.6 * per_image
 
 
-def test_the_bounds_of_an_sd2_run_add_up(benchmark, dps_step_flops):
-    bounds = benchmark.roofline("sd2", "dps", torch.bfloat16, "H100")
+def test_the_bounds_of_an_sd2_run_add_up(dps_step_flops):
+    bounds = roofline(*sd2_dps(torch.bfloat16), "H100")
     assert bounds["compute_bound_s"] == pytest.approx(
         500 * dps_step_flops / 989e12, rel=0.02
     )  # fused attention recomputes
@@ -211,22 +214,16 @@ def test_the_bounds_of_an_sd2_run_add_up(benchmark, dps_step_flops):
     assert set(bounds["roofline_by_family_s"]) >= {"convolutions", "attention", "normalisation"}
 
 
-def test_the_benchmark_runs_at_tiny_scale(benchmark, tmp_path, monkeypatch):
+def benchmark(*args: str) -> None:
+    """python scripts/benchmark_sampling.py ARGS, as from a fresh clone (the package from this tree)."""
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    script = ROOT / "scripts" / "benchmark_sampling.py"
+    subprocess.run([sys.executable, str(script), *args], check=True, env=env, cwd=ROOT)
+
+
+def test_the_benchmark_runs_at_tiny_scale(tmp_path):
     out = tmp_path / "tiny.json"
-    args = [
-        "benchmark_sampling.py",
-        "--scale",
-        "tiny",
-        "--samplers",
-        "dps",
-        "resample",
-        "--steps",
-        "1",
-        "--gpu",
-        "H100",
-    ]
-    monkeypatch.setattr("sys.argv", [*args, "--json", str(out)])
-    benchmark.main()
+    benchmark("--scale", "tiny", "--samplers", "dps", "resample", "--steps", "1", "--gpu", "H100", "--json", str(out))
     rows = json.loads(out.read_text())["rows"]
     assert [r["sampler"] for r in rows] == ["dps", "resample"]
     assert all(r["flops_per_image"] > 0 and r["seconds_per_image"] > 0 for r in rows)
@@ -235,10 +232,8 @@ def test_the_benchmark_runs_at_tiny_scale(benchmark, tmp_path, monkeypatch):
     assert rows[1]["steps"] == {"step": 500, "consistency": 2}  # steps 50 and 100 of 500
 
 
-def test_the_samplers_own_overhead_is_measured(benchmark, tmp_path, monkeypatch):
+def test_the_samplers_own_overhead_is_measured(tmp_path):
     out = tmp_path / "overhead.json"
-    args = ["benchmark_sampling.py", "--scale", "digits", "--overhead", "--steps", "2", "--json", str(out)]
-    monkeypatch.setattr("sys.argv", args)
-    benchmark.main()
+    benchmark("--scale", "digits", "--overhead", "--steps", "2", "--json", str(out))
     result = json.loads(out.read_text())["overhead"]
     assert 0 < result["seconds_without_network"] < result["seconds_per_step"]

@@ -1,11 +1,12 @@
 """python -m cse fit: the CSE recipe, exact resuming, export, W&B, on the tiny stack and the digits."""
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, UNet2DConditionModel
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import save_file
@@ -14,10 +15,10 @@ from cse.cli import main
 from cse.data import ImageDataModule
 from cse.features import DigitsClassifier, DigitsFeatures
 from cse.metrics import feature_distances
-from cse.operators import Measurement, SuperResolution
+from cse.operators import GaussianNoise, Measurement, SaturatedBlur, SuperResolution
 from cse.priors import DiffusersPrior
 from cse.samplers import Ancestral
-from cse.training import ClassifierModule, CSEModule, PriorModule
+from cse.training import AutoencoderModule, ClassifierModule, CSEModule, PriorModule
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -97,6 +98,55 @@ def test_the_latent_digits_training_configs_run(digits32_data, tmp_path):
     assert prior.vae is not None and tuple(prior.state_shape((1, 3, 32, 32))) == (4, 8, 8)
 
 
+def test_a_config_gives_the_optimizer_and_its_schedule(digits_data, tmp_path):
+    """reference_lr.yaml changes the rate alone of the recipe's AdamW; a schedule steps per optimizer step."""
+    files = [
+        CONFIGS / "digits" / "sr4" / "task.yaml",
+        CONFIGS / "digits" / "train_cse.yaml",
+        CONFIGS / "reference_lr.yaml",
+    ]
+    cli = main(
+        [
+            "fit",
+            *(f"--config={f}" for f in files),
+            "--model.init_args.lr_scheduler=torch.optim.lr_scheduler.LinearLR",
+            "--model.init_args.lr_scheduler.init_args.start_factor=0.5",
+            "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--data.init_args.train={digits_data / 'train'}",
+        ]
+    )
+    (optimizer,) = cli.trainer.optimizers
+    assert type(optimizer) is torch.optim.AdamW
+    assert optimizer.defaults | {"lr": 1e-5, "weight_decay": 1e-2, "betas": (0.9, 0.999)} == optimizer.defaults
+    (schedule,) = cli.trainer.lr_scheduler_configs
+    assert isinstance(schedule.scheduler, torch.optim.lr_scheduler.LinearLR) and schedule.interval == "step"
+
+
+def test_the_default_optimizers_are_those_the_shipped_models_were_trained_with(tiny_latent, image_folder):
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(8, 16), layers_per_block=1, cross_attention_dim=8, norm_num_groups=4,
+        down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
+    )  # fmt: skip
+    modules = {
+        "cse": (make(tiny_latent, image_folder)[0], torch.optim.AdamW, 5e-6, 1e-2),
+        "prior": (PriorModule(unet), torch.optim.AdamW, 3e-4, 1e-2),
+        "vae": (AutoencoderModule(block_out_channels=(8,), norm_num_groups=4), torch.optim.AdamW, 1e-3, 1e-2),
+        "classifier": (ClassifierModule(), torch.optim.Adam, 1e-3, 0.0),
+    }
+    for name, (module, kind, lr, weight_decay) in modules.items():
+        optimizer = module.configure_optimizers()
+        assert type(optimizer) is kind, name
+        expected = {"lr": lr, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": weight_decay}
+        assert {k: optimizer.defaults[k] for k in expected} == expected, name
+    cse = modules["cse"][0]
+    assert optimizer_parameters(cse) == {id(p) for p in cse.controlnet.parameters()}  # the ControlNet alone
+
+
+def optimizer_parameters(module) -> set[int]:
+    return {id(p) for group in module.configure_optimizers().param_groups for p in group["params"]}
+
+
 # -- the recipe ----------------------------------------------------------------------------------
 
 
@@ -105,6 +155,11 @@ def make(tiny_latent, image_folder, **kwargs):
     module = CSEModule(prior, Measurement(SuperResolution(2)), validation_steps=2, **kwargs)
     data = ImageDataModule(train=image_folder, image_size=16, batch_size=2, num_workers=0, train_count=4, min_size=16)
     return module, data
+
+
+def adamw(lr: float):
+    """CSEModule's optimizer (AdamW, betas (0.9, 0.999), weight decay 1e-2) at another rate."""
+    return partial(torch.optim.AdamW, lr=lr, betas=(0.9, 0.999), weight_decay=1e-2)
 
 
 def trainer(tmp_path, **kwargs) -> Trainer:
@@ -124,7 +179,7 @@ def batch_of(sample_ids):
 
 
 def test_the_loss_falls(tiny_latent, image_folder, tmp_path):
-    module, data = make(tiny_latent, image_folder, learning_rate=1e-3, export_dir=str(tmp_path / "cse"))
+    module, data = make(tiny_latent, image_folder, optimizer=adamw(1e-3), export_dir=str(tmp_path / "cse"))
     batch = next(iter(data.train_dataloader()))
 
     @torch.no_grad()
@@ -163,6 +218,19 @@ def test_latents_are_drawn_from_the_vae_posterior_unless_configured_otherwise(ti
         assert (seen[0] is not None) == expect_generators
 
 
+def test_training_measures_with_the_seeds_of_the_measurement(tiny_latent):
+    """One seed convention (Measurement.measure_keys): each sample's noise and random kernel come
+    from its sample id, the salt and the seed, whatever else is in the batch."""
+    measurement = Measurement(SaturatedBlur(), GaussianNoise(0.1))
+    module = CSEModule(DiffusersPrior.from_pretrained(tiny_latent), measurement, seed=3)
+    batch = batch_of(["a", "b", "a#1"])
+    y = module.measure(batch["image"], batch["sample_id"], "train:0")
+    expected, _ = measurement.measure_keys(batch["image"], batch["sample_id"], "train:0:3")
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    torch.testing.assert_close(module.measure(batch["image"][1:2], ["b"], "train:0"), y[1:2], rtol=0, atol=0)
+    assert not torch.equal(y[0], module.measure(batch["image"][:1], ["a"], "train:1")[0])  # each epoch anew
+
+
 class StopAt(Callback):
     def __init__(self, step: int) -> None:
         self.step = step
@@ -181,7 +249,7 @@ def test_a_run_resumed_mid_epoch_ends_with_the_same_weights(tiny_latent, image_f
         module, _ = make(
             tiny_latent,
             image_folder,
-            learning_rate=1e-4,
+            optimizer=adamw(1e-4),
             export_dir=str(tmp_path / folder / "cse"),
             overwrite_export=True,
         )
@@ -213,7 +281,7 @@ def test_a_run_resumed_mid_epoch_ends_with_the_same_weights(tiny_latent, image_f
 
 
 def test_the_exported_controlnet_reloads_and_runs_in_diffusers_pipeline(tiny_latent, image_folder, tmp_path):
-    module, data = make(tiny_latent, image_folder, learning_rate=1e-3, export_dir=str(tmp_path / "cse"))
+    module, data = make(tiny_latent, image_folder, optimizer=adamw(1e-3), export_dir=str(tmp_path / "cse"))
     trainer(tmp_path, max_steps=3).fit(module, data)
     reloaded = ControlNetModel.from_pretrained(tmp_path / "cse")
     x, t, context = torch.randn(2, 4, 8, 8), torch.tensor([10, 500]), module.prior.prompt_embeds.expand(2, -1, -1)
@@ -269,6 +337,10 @@ def test_a_batch_of_only_unusable_samples_is_skipped(tiny_latent, image_folder):
     module.log = lambda name, *args, **kwargs: logged.append(name)
     assert module.training_step(empty, 0) is None  # Lightning skips the optimizer step
     module.validation_step(empty, 0)  # measuring a 0x0 batch would raise
+    for other in [ClassifierModule(), AutoencoderModule(block_out_channels=(8,), norm_num_groups=4)]:
+        other.log = module.log
+        assert other.training_step(empty, 0) is None
+        other.validation_step(empty, 0)
     assert logged == []
 
 
@@ -276,8 +348,6 @@ def test_a_batch_of_only_unusable_samples_is_skipped(tiny_latent, image_folder):
 
 
 def test_prior_training_exports_a_pixel_prior_that_samples_and_takes_a_cse(image_folder, tmp_path):
-    from diffusers import UNet2DConditionModel
-
     unet = UNet2DConditionModel(
         sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32), layers_per_block=1,
         down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, cross_attention_dim=12,

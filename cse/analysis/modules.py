@@ -23,7 +23,7 @@ from torch import Tensor
 from cse.analysis.scores import score_errors, score_means
 from cse.operators import GaussianNoise, MatrixOperator, Measurement
 from cse.priors import GaussianMixturePrior, Prior
-from cse.records import Batch
+from cse.records import Batch, is_empty
 from cse.samplers.common import Denoiser, measurement_residual
 from cse.seeding import PerSampleNoise, seed_from_key
 
@@ -88,7 +88,7 @@ class ScoreErrorModule(ObservationModule):
         return {**super().settings(), "num_steps": self.num_steps}
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
-        if not batch["key"]:
+        if is_empty(batch):
             return []
         with torch.inference_mode(False):
             y, uncond, reference, residual, shape = self.problem({**batch, "image": batch["image"].clone()})
