@@ -1,10 +1,14 @@
 """``python -m cse fit|validate|test|predict --config ...`` (LightningCLI).
 
-Configs compose: a task file (prior, measurement, data, trainer, and its ``sampling:`` block of
-step counts and tuned step sizes) and a method file (the sampler, whose settings read the task's
-block as ``${sampling.NAME}``), e.g.::
+Configs compose: a task file (prior, measurement, data, trainer, and ``task: <tier>/<task>``, its
+column in the tier's step table ``configs/<tier>/steps.yaml``) and a method file (``method: NAME``,
+an entry of ``cse.samplers.registry``), e.g.::
 
     python -m cse predict --config configs/digits/sr4/task.yaml --config configs/samplers/dmap_full.yaml
+
+Before parsing, ``compose`` puts the method's sampler, the registry's settings with the table's
+cell, where the method file stands on the command line, so later files and options override it
+(``--model.init_args.sampler.init_args.zeta=3``) and the sampler's signature checks it.
 
 Everything a run writes (results, checkpoints, logs, the exported CSE) goes under one folder,
 ``trainer.default_root_dir``; unless given, it is derived from the config files:
@@ -14,6 +18,8 @@ first file called ``task.yaml`` is left out), e.g. ``outputs/digits/sr4/dmap_ful
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import re
 import sys
@@ -27,8 +33,10 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from cse.digest import differences
 from cse.priors.loading import PretrainedNotFoundError
+from cse.samplers.registry import METHODS
+from cse.steps import StepTableError, sampler_config, task_steps
 
-CLEAR_ERRORS = (PretrainedNotFoundError, FileNotFoundError, FileExistsError, PermissionError)
+CLEAR_ERRORS = (PretrainedNotFoundError, StepTableError, FileNotFoundError, FileExistsError, PermissionError)
 """Errors whose message says what to do: shown alone, not under the config parser's traceback."""
 
 EPILOG = """Options of a config's model, data and sampler are listed by
@@ -59,20 +67,98 @@ def config_files(argv: list[str]) -> list[Path]:
     return files
 
 
+def compose(argv: list[str]) -> list[str]:
+    """``argv`` with, after the task file, ``--steps`` (its table's step count and observe_zetas) and
+    after each method file, ``--model.init_args.sampler``: the method's registry entry with the
+    task's cell of its step table, at ``--steps.num_steps`` if given. Later options override these."""
+    files = [(index, Path(value)) for index, value in config_positions(argv)]
+    raw = {path: read_yaml(path) for _, path in files}
+    tasks = [(path, raw[path]["task"]) for _, path in files if "task" in raw[path]]
+    task_file, task = tasks[-1] if tasks else (None, None)
+    added: dict[int, list[str]] = {}
+    for index, path in files:
+        if path == task_file:
+            added.setdefault(index, []).append(f"--steps={json.dumps(task_steps(task))}")
+        if "method" in raw[path]:
+            name = raw[path]["method"]
+            if name not in METHODS:
+                raise StepTableError(f"{path}: method: no method {name!r} (known: {', '.join(METHODS)})")
+            if task is None:
+                raise StepTableError(
+                    f"{path}: method: {name} takes its settings from a task's step table; "
+                    "no config names a task (task: <tier>/<task>)"
+                )
+            sampler = sampler_config(task, name, operator_class(raw[task_file]), option(argv, "--steps.num_steps"))
+            added.setdefault(index, []).append(f"--model.init_args.sampler={json.dumps(sampler)}")
+    return [out for index, arg in enumerate(argv) for out in (arg, *added.get(index, []))]
+
+
+def option(argv: list[str], name: str) -> int | None:
+    """The last integer value of option ``name`` on a command line (``--name=N`` or ``--name N``)."""
+    found = [i for i, a in enumerate(argv) if a == name or a.startswith(f"{name}=")]
+    if not found:
+        return None
+    last = argv[found[-1]]
+    value = last.split("=", 1)[1] if "=" in last else argv[found[-1] + 1] if found[-1] + 1 < len(argv) else ""
+    try:
+        return int(value)
+    except ValueError:
+        raise StepTableError(f"{name}: expected an integer, got {value!r}") from None
+
+
+def config_positions(argv: list[str]) -> list[tuple[int, str]]:
+    """``(index of the file's last token, file)`` of each ``--config`` in ``argv``."""
+    found = []
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            found.append((index + 1, argv[index + 1]))
+        elif arg.startswith("--config="):
+            found.append((index, arg.split("=", 1)[1]))
+    return found
+
+
+def read_yaml(path: Path) -> dict:
+    """A config file's top level (empty for a file that is missing or not a mapping: the parser says why)."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def operator_class(task_config: dict) -> type | None:
+    """The class of the measurement's operator a task file gives (None if it gives none, or no class)."""
+    try:
+        path = task_config["model"]["init_args"]["measurement"]["init_args"]["operator"]["class_path"]
+        module, name = path.rsplit(".", 1)
+        found = getattr(importlib.import_module(module), name)
+    except (KeyError, TypeError, ValueError, ImportError, AttributeError):
+        return None
+    return found if isinstance(found, type) else None
+
+
 class CLI(LightningCLI):
     config_files: list[Path] = []
 
     def parse_arguments(self, parser, args) -> None:
+        """A command line is composed (``compose``) before it is parsed; a dict or Namespace is parsed as given."""
         argv = sys.argv[1:] if args is None else args
-        self.config_files = config_files([str(a) for a in argv]) if isinstance(argv, list) else []
-        super().parse_arguments(parser, args)
+        if not isinstance(argv, list):
+            return super().parse_arguments(parser, args)
+        argv = [str(a) for a in argv]
+        self.config_files = config_files(argv)
+        self.config = parser.parse_args(compose(argv))
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
-            "--sampling",
-            type=dict[str, int | float | list[float]],
+            "--task", type=str | None, default=None, help="The task's column of its step table: <tier>/<task>."
+        )
+        parser.add_argument("--method", type=str | None, default=None, help=f"One of {', '.join(METHODS)}.")
+        parser.add_argument(
+            "--steps",
+            type=dict[str, int | list[float]],
             default={},
-            help="The task's step counts and tuned step sizes; method configs read them as ${sampling.NAME}.",
+            help="The task's step count and observe_zetas, from its step table; the observations read ${steps.NAME}.",
         )
 
     def before_instantiate_classes(self) -> None:
@@ -137,7 +223,7 @@ def check_fit_folder(root: Path, settings: str, ckpt_path: str | None) -> None:
 
 def main(args: ArgsType = None) -> LightningCLI | None:
     """Model and data are given by ``class_path`` in the YAML, so any module of the project can run."""
-    # ${sampling.NAME} in a config file means the `sampling` block of the same subcommand's config
+    # ${steps.NAME} in a config file means the `steps` of the same subcommand's config
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     try:
         return CLI(
@@ -172,15 +258,15 @@ def option_hint(error: BaseException) -> str:
 
 def clear_error(error: BaseException) -> BaseException | None:
     """The first error in ``error``'s chain of causes that explains itself (see CLEAR_ERRORS); a
-    missing ``${sampling.NAME}`` becomes such an error too."""
+    missing ``${steps.NAME}`` becomes such an error too."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, CLEAR_ERRORS):
             return error
         if type(error).__name__ == "InterpolationKeyError":
-            missing = re.search(r"sampling\.\w+", str(error))
+            missing = re.search(r"steps\.\w+", str(error))
             key = missing.group(0) if missing else str(error)
-            return KeyError(f"{key}: the method file reads it from the task file's `sampling:` block, which lacks it")
+            return KeyError(f"{key}: a config reads it from the task's step table, which has none for this task")
         error = error.__cause__ or error.__context__
     return None

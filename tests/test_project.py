@@ -59,14 +59,15 @@ def test_a_missing_cse_names_the_controlnet_option(monkeypatch):
     assert "--model.init_args.prior.init_args.controlnet=DIR" in err and "id_or_path=DIR" not in err
 
 
-def test_a_method_the_task_has_no_step_size_for_is_named(monkeypatch):
+def test_a_method_not_defined_for_the_task_is_one_line_with_the_reason(monkeypatch):
     code, _, err = cli(
         monkeypatch,
         "predict",
         "--config=configs/digits/nlblur/task.yaml",
         "--config=configs/samplers/psld.yaml",
     )
-    assert code == 1 and "sampling.psld_zeta" in err and "Traceback" not in err
+    assert code == 1 and "Traceback" not in err
+    assert "error: configs/digits/steps.yaml: methods.psld.nlblur: not defined: PSLD needs a linear operator" in err
 
 
 def test_predict_help_says_how_to_list_a_configs_options(monkeypatch):
