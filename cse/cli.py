@@ -18,7 +18,6 @@ first file called ``task.yaml`` is left out), e.g. ``outputs/digits/sr4/dmap_ful
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -34,7 +33,7 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 from cse.digest import differences
 from cse.priors.loading import PretrainedNotFoundError
 from cse.samplers.registry import METHODS
-from cse.steps import StepTableError, sampler_config, task_steps
+from cse.steps import StepTableError, operator_class, sampler_config, task_steps
 
 CLEAR_ERRORS = (PretrainedNotFoundError, StepTableError, FileNotFoundError, FileExistsError, PermissionError)
 """Errors whose message says what to do: shown alone, not under the config parser's traceback."""
@@ -124,17 +123,6 @@ def read_yaml(path: Path) -> dict:
     except (OSError, yaml.YAMLError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
-
-
-def operator_class(task_config: dict) -> type | None:
-    """The class of the measurement's operator a task file gives (None if it gives none, or no class)."""
-    try:
-        path = task_config["model"]["init_args"]["measurement"]["init_args"]["operator"]["class_path"]
-        module, name = path.rsplit(".", 1)
-        found = getattr(importlib.import_module(module), name)
-    except (KeyError, TypeError, ValueError, ImportError, AttributeError):
-        return None
-    return found if isinstance(found, type) else None
 
 
 class CLI(LightningCLI):

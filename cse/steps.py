@@ -17,6 +17,7 @@ is not defined follows from the registry, with the reason.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -169,6 +170,27 @@ def sampler_config(task: str, name: str, operator: type | None = None, num_steps
     entry = method(name)
     settings = entry.settings(num_steps or table.num_steps, table.cell(column, name, operator))
     return {"class_path": entry.class_path, "init_args": settings}
+
+
+def operator_class(task_config: dict) -> type | None:
+    """The class of the measurement's operator a task file gives (None if it gives none, or no class)."""
+    try:
+        path = task_config["model"]["init_args"]["measurement"]["init_args"]["operator"]["class_path"]
+        module, name = path.rsplit(".", 1)
+        found = getattr(importlib.import_module(module), name)
+    except (KeyError, TypeError, ValueError, ImportError, AttributeError):
+        return None
+    return found if isinstance(found, type) else None
+
+
+def not_defined(task_file: Path, name: str) -> str | None:
+    """Why method ``name`` is not defined on the task of ``task_file`` (None: it is)."""
+    config = yaml.safe_load(Path(task_file).read_text())
+    try:
+        sampler_config(config["task"], name, operator_class(config))
+    except StepTableError as error:
+        return str(error)
+    return None
 
 
 def build_sampler(task: str, name: str, operator: type | None = None) -> Sampler:
