@@ -22,12 +22,13 @@ import json
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import yaml
 from jsonargparse import Namespace, set_parsing_settings
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from cse.digest import differences
@@ -151,7 +152,7 @@ class CLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Put every output of the run under one folder (derived from the config files if not given)."""
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         if trainer.default_root_dir is None:
             configs = self.config_files
@@ -168,7 +169,7 @@ class CLI(LightningCLI):
     def before_fit(self) -> None:
         """A run folder holds one run: never start afresh over its checkpoints, nor resume them with
         other settings (a folder derived from config files is shared by command-line overrides)."""
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config
         settings = self._parser(self.subcommand).dump(config, skip_none=False, skip_check=True)
         check_fit_folder(Path(config.trainer.default_root_dir), settings, config.get("ckpt_path"))
 
@@ -212,22 +213,35 @@ def check_fit_folder(root: Path, settings: str, ckpt_path: str | None) -> None:
 def main(args: ArgsType = None) -> LightningCLI | None:
     """Model and data are given by ``class_path`` in the YAML, so any module of the project can run."""
     # ${steps.NAME} in a config file means the `steps` of the same subcommand's config
-    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     try:
-        return CLI(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "python -m cse", "parser_mode": "omegaconf+", "epilog": EPILOG},
-            args=args,
-        )
+        return make_cli(args)
     except Exception as error:
         clear = clear_error(error)
         if clear is None or args is not None or os.environ.get("CSE_TRACEBACK"):
             raise  # called from Python, or asked for: the whole exception
         fail_clearly(clear, option_hint(clear))
+
+
+def make_cli(args: ArgsType, run: bool = True) -> CLI:
+    """The one way a run is built from config files: ``python -m cse``, ``main`` and ``build``."""
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    return CLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "python -m cse", "parser_mode": "omegaconf+", "epilog": EPILOG},
+        args=args,
+        run=run,
+    )
+
+
+def build(configs: Sequence[str | Path], *options: str) -> tuple[LightningModule, LightningDataModule, Trainer]:
+    """The model, data and trainer that ``python -m cse predict --config ... OPTIONS`` builds
+    (composed and checked the same way), not run: for scripts and notebooks."""
+    cli = make_cli([*(f"--config={c}" for c in configs), *options], run=False)
+    return cli.model, cli.datamodule, cli.trainer
 
 
 def fail_clearly(error: BaseException, hint: str = "") -> NoReturn:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cse.cli import compose, main
+from cse.cli import build, compose, main
 from cse.operators import NonlinearBlur
 from cse.samplers.registry import METHODS
 from cse.steps import StepTableError, load, sampler_config, task_steps
@@ -116,3 +116,14 @@ def test_a_setting_given_on_the_command_line_wins_over_the_table(capsys, monkeyp
     assert sampler["class_path"] == "cse.samplers.DMAP"
     assert sampler["init_args"]["zeta"] == 3.0 and sampler["init_args"]["num_steps"] == 25
     assert sampler["init_args"]["ascent_steps"] == 2
+
+
+def test_build_gives_the_objects_a_run_of_the_same_files_makes(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("sys.argv", ["python -m cse"])
+    model, data, trainer = build(
+        ["configs/digits/sr4/task.yaml", "configs/samplers/dmap_same.yaml"],
+        "--model.init_args.sampler.init_args.zeta=3",
+    )
+    assert type(model.sampler).__name__ == "DMAP" and model.sampler.zeta == 3.0 and model.sampler.num_steps == 25
+    assert type(data).__name__ == "ImageDataModule" and trainer.default_root_dir == "outputs/digits/sr4/dmap_same"
