@@ -449,7 +449,7 @@ def write_report(done: dict, vae_psnr: float) -> None:
         lines += [
             "## Table 5: diffusion steps against ascent steps",
             "",
-            "DMAP on sr4 with N × K = 150 held fixed, ζ = the tuned `dmap_zeta` × 50 / N (the rule by which",
+            "DMAP on sr4 with N × K = 150 held fixed, ζ = `dmap_full`'s tuned ζ × 50 / N (the rule by which",
             "DMAP (same) doubles ζ at half the steps):",
             "",
             *done[("digits", "table5")][0],
