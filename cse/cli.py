@@ -58,63 +58,63 @@ def derived_root(configs: list[Path]) -> Path:
 
 def config_files(argv: list[str]) -> list[Path]:
     """The files given with ``--config`` on a command line, in order."""
-    files = []
-    for index, arg in enumerate(argv):
-        if arg == "--config" and index + 1 < len(argv):
-            files.append(Path(argv[index + 1]))
-        elif arg.startswith("--config="):
-            files.append(Path(arg.split("=", 1)[1]))
-    return files
+    return [Path(value) for _, value in option_values(argv, "--config")]
 
 
 def compose(argv: list[str]) -> list[str]:
     """``argv`` with, after the task file, ``--steps`` (its table's step count and observe_zetas) and
-    after each method file, ``--model.init_args.sampler``: the method's registry entry with the
-    task's cell of its step table, at ``--steps.num_steps`` if given. Later options override these."""
-    files = [(index, Path(value)) for index, value in config_positions(argv)]
-    raw = {path: read_yaml(path) for _, path in files}
-    tasks = [(path, raw[path]["task"]) for _, path in files if "task" in raw[path]]
-    task_file, task = tasks[-1] if tasks else (None, None)
+    after each method file (or ``--method NAME``), ``--model.init_args.sampler``: the method's
+    registry entry with the task's cell of its step table, at ``--steps.num_steps`` if given.
+    Options after these override them."""
+    if option_values(argv, "--task"):
+        raise StepTableError("--task: a task file names its column of a step table; give the task file instead")
+    raw = {index: read_yaml(Path(path)) for index, path in option_values(argv, "--config")}
+    task_index = max((index for index, config in raw.items() if "task" in config), default=None)
+    task_config = raw.get(task_index, {})
+    methods = {
+        index: (argv[index].split("=", 1)[-1], config["method"]) for index, config in raw.items() if "method" in config
+    }
+    methods |= {index: ("--method", name) for index, name in option_values(argv, "--method")}
+    steps = option_values(argv, "--steps.num_steps")
     added: dict[int, list[str]] = {}
-    for index, path in files:
-        if path == task_file:
-            added.setdefault(index, []).append(f"--steps={json.dumps(task_steps(task))}")
-        if "method" in raw[path]:
-            name = raw[path]["method"]
-            if name not in METHODS:
-                raise StepTableError(f"{path}: method: no method {name!r} (known: {', '.join(METHODS)})")
-            if task is None:
-                raise StepTableError(
-                    f"{path}: method: {name} takes its settings from a task's step table; "
-                    "no config names a task (task: <tier>/<task>)"
-                )
-            sampler = sampler_config(task, name, operator_class(raw[task_file]), option(argv, "--steps.num_steps"))
-            added.setdefault(index, []).append(f"--model.init_args.sampler={json.dumps(sampler)}")
+    if task_index is not None:
+        added[task_index] = [f"--steps={json.dumps(task_steps(task_config['task']))}"]
+    for index, (where, name) in methods.items():
+        sampler = composed_sampler(
+            where, name, task_config, as_int("--steps.num_steps", steps[-1][1]) if steps else None
+        )
+        added.setdefault(index, []).append(f"--model.init_args.sampler={json.dumps(sampler)}")
     return [out for index, arg in enumerate(argv) for out in (arg, *added.get(index, []))]
 
 
-def option(argv: list[str], name: str) -> int | None:
-    """The last integer value of option ``name`` on a command line (``--name=N`` or ``--name N``)."""
-    found = [i for i, a in enumerate(argv) if a == name or a.startswith(f"{name}=")]
-    if not found:
-        return None
-    last = argv[found[-1]]
-    value = last.split("=", 1)[1] if "=" in last else argv[found[-1] + 1] if found[-1] + 1 < len(argv) else ""
+def composed_sampler(where: str, name: str, task_config: dict, num_steps: int | None) -> dict:
+    """Method ``name`` (given in ``where``) on the task of ``task_config``: ``{class_path, init_args}``."""
+    if name not in METHODS:
+        raise StepTableError(f"{where}: method: no method {name!r} (known: {', '.join(METHODS)})")
+    if "task" not in task_config:
+        raise StepTableError(
+            f"{where}: method: {name} takes its settings from a task's step table; "
+            "no config names a task (task: <tier>/<task>)"
+        )
+    return sampler_config(task_config["task"], name, operator_class(task_config), num_steps)
+
+
+def option_values(argv: list[str], name: str) -> list[tuple[int, str]]:
+    """``(index of the value's token, value)`` of each ``name VALUE`` or ``name=VALUE`` in ``argv``."""
+    found = []
+    for index, arg in enumerate(argv):
+        if arg == name and index + 1 < len(argv):
+            found.append((index + 1, argv[index + 1]))
+        elif arg.startswith(f"{name}="):
+            found.append((index, arg.split("=", 1)[1]))
+    return found
+
+
+def as_int(name: str, value: str) -> int:
     try:
         return int(value)
     except ValueError:
         raise StepTableError(f"{name}: expected an integer, got {value!r}") from None
-
-
-def config_positions(argv: list[str]) -> list[tuple[int, str]]:
-    """``(index of the file's last token, file)`` of each ``--config`` in ``argv``."""
-    found = []
-    for index, arg in enumerate(argv):
-        if arg == "--config" and index + 1 < len(argv):
-            found.append((index + 1, argv[index + 1]))
-        elif arg.startswith("--config="):
-            found.append((index, arg.split("=", 1)[1]))
-    return found
 
 
 def read_yaml(path: Path) -> dict:
@@ -269,6 +269,6 @@ def clear_error(error: BaseException) -> BaseException | None:
         if type(error).__name__ == "InterpolationKeyError":
             missing = re.search(r"steps\.\w+", str(error))
             key = missing.group(0) if missing else str(error)
-            return KeyError(f"{key}: a config reads it from the task's step table, which has none for this task")
+            return StepTableError(f"{key}: a config reads it from the task's step table, which has none for this task")
         error = error.__cause__ or error.__context__
     return None

@@ -34,6 +34,11 @@ KEYS = {"num_steps", "tasks", "observe_zetas", "methods"}
 Cells = Mapping[str, Mapping[str, Mapping[str, float]]]
 
 
+def flow(value: Any) -> str:
+    """``value`` as one line of YAML (a table's row stays one line, however long)."""
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 20).strip()
+
+
 class StepTableError(ValueError):
     """A step table, or a config's reference to one, that is wrong: one line naming file and key."""
 
@@ -82,7 +87,6 @@ class StepTable:
 
     def dumps(self) -> str:
         """The table as YAML, one line per method, after the file's leading comment lines."""
-        flow = lambda value: yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 20).strip()  # noqa: E731
         lines = [f"num_steps: {self.num_steps}", f"tasks: {flow(list(self.tasks))}"]
         if self.observe_zetas:
             lines.append(f"observe_zetas: {flow({t: list(z) for t, z in self.observe_zetas.items()})}")
@@ -113,11 +117,14 @@ def load(path: Path) -> StepTable:
     if not path.is_file():
         raise StepTableError(f"{display(path)}: no such step table")
     raw = yaml.safe_load(path.read_text()) or {}
-    where = lambda key: f"{display(path)}: {key}"  # noqa: E731
+
+    def where(key: str) -> str:
+        return f"{display(path)}: {key}"
+
     if not isinstance(raw, dict) or not {"num_steps", "tasks", "methods"} <= set(raw):
         raise StepTableError(f"{where('num_steps, tasks, methods')}: missing (observe_zetas is optional)")
-    for key in set(raw) - KEYS:
-        raise StepTableError(f"{where(key)}: not a key of a step table ({', '.join(sorted(KEYS))})")
+    if unknown := sorted(set(raw) - KEYS):
+        raise StepTableError(f"{where(unknown[0])}: not a key of a step table ({', '.join(sorted(KEYS))})")
     if not isinstance(raw["num_steps"], int) or raw["num_steps"] < 1:
         raise StepTableError(f"{where('num_steps')}: must be a positive integer, got {raw['num_steps']!r}")
     tasks = tuple(raw["tasks"])
@@ -131,6 +138,8 @@ def load(path: Path) -> StepTable:
             raise StepTableError(f"{where(f'methods.{name}')}: no such method (known: {', '.join(METHODS)})")
         if isinstance(row, str):
             reasons[name] = row
+        elif not isinstance(row, dict):
+            raise StepTableError(f"{where(f'methods.{name}')}: a cell per task, or why it is not defined")
         else:
             cells[name] = {
                 task: checked_cell(where(f"methods.{name}.{task}"), name, task, tasks, s) for task, s in row.items()

@@ -70,6 +70,14 @@ def test_a_method_not_defined_for_the_task_is_one_line_with_the_reason(monkeypat
     assert "error: configs/digits/steps.yaml: methods.psld.nlblur: not defined: PSLD needs a linear operator" in err
 
 
+def test_a_task_without_step_sizes_to_observe_says_so_in_one_line(monkeypatch):
+    code, _, err = cli(
+        monkeypatch, "predict", "--config=configs/gblur/task.yaml", "--config=configs/observations/score_error.yaml"
+    )
+    assert code == 1 and "Traceback" not in err
+    assert "error: steps.observe_zetas: a config reads it from the task's step table, which has none" in err
+
+
 def test_predict_help_says_how_to_list_a_configs_options(monkeypatch):
     code, out, _ = cli(monkeypatch, "predict", "--help")
     assert code == 0 and "--print_config" in out

@@ -100,6 +100,17 @@ def test_compose_puts_the_sampler_where_the_method_file_stands():
     assert '"num_steps": 2,' in compose([*argv, "--steps.num_steps", "4"])[5]
 
 
+def test_a_method_can_be_named_on_the_command_line_too():
+    composed = compose(["--config=configs/digits/sr4/task.yaml", "--method", "dsg", "--x=1"])
+    assert composed[3] == "dsg" and composed[-1] == "--x=1"
+    sampler = '{"class_path": "cse.samplers.DSG", "init_args": {"num_steps": 50, "guidance_rate": 0.2}}'
+    assert composed[4] == f"--model.init_args.sampler={sampler}"
+    with pytest.raises(StepTableError, match="^--method: method: no method 'dgs'"):
+        compose(["--config=configs/digits/sr4/task.yaml", "--method=dgs"])
+    with pytest.raises(StepTableError, match="^--task: a task file names"):
+        compose(["--config=configs/digits/sr4/task.yaml", "--task=digits/gblur"])
+
+
 def test_a_misspelled_method_is_one_line_naming_the_method_file(tmp_path):
     (tmp_path / "m.yaml").write_text("method: dsp\n")
     with pytest.raises(StepTableError, match=rf"^{tmp_path / 'm.yaml'}: method: no method 'dsp' \(known: ancestral, "):
