@@ -57,8 +57,10 @@ def derived_root(configs: list[Path]) -> Path:
 
 
 def config_files(argv: list[str]) -> list[Path]:
-    """The files given with ``--config`` on a command line, in order."""
-    return [Path(value) for _, value in option_values(argv, "--config")]
+    """The files given with ``--config`` on a command line, in order; a method named with
+    ``--method NAME`` counts as its file, ``NAME.yaml`` (the run folder's name is the same)."""
+    given = option_values(argv, "--config") + [(i, f"{name}.yaml") for i, name in option_values(argv, "--method")]
+    return [Path(value) for _, value in sorted(given)]
 
 
 def compose(argv: list[str]) -> list[str]:

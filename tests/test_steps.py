@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cse.cli import build, compose, main
+from cse.cli import build, compose, config_files, derived_root, main
 from cse.operators import NonlinearBlur
 from cse.samplers.registry import METHODS
 from cse.steps import StepTableError, load, sampler_config, task_steps
@@ -105,6 +105,10 @@ def test_a_method_can_be_named_on_the_command_line_too():
     assert composed[3] == "dsg" and composed[-1] == "--x=1"
     sampler = '{"class_path": "cse.samplers.DSG", "init_args": {"num_steps": 50, "guidance_rate": 0.2}}'
     assert composed[4] == f"--model.init_args.sampler={sampler}"
+    argv = ["--config=configs/digits/sr4/task.yaml", "--method", "dsg"]
+    assert derived_root(config_files(argv)) == derived_root(
+        [Path(argv[0].split("=")[1]), CONFIGS / "samplers/dsg.yaml"]
+    )
     with pytest.raises(StepTableError, match="^--method: method: no method 'dgs'"):
         compose(["--config=configs/digits/sr4/task.yaml", "--method=dgs"])
     with pytest.raises(StepTableError, match="^--task: a task file names"):
