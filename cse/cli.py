@@ -67,19 +67,22 @@ def compose(argv: list[str]) -> list[str]:
     """``argv`` with, after the task file, ``--steps`` (its table's step count and observe_zetas) and
     after each method file (or ``--method NAME``), ``--model.init_args.sampler``: the method's
     registry entry with the task's cell of its step table, at ``--steps.num_steps`` if given.
-    Options after these override them."""
+    Options after these override them. A file that gives them itself (a run's saved config.yaml)
+    is taken as it is, so that it reproduces the run."""
     if option_values(argv, "--task"):
         raise StepTableError("--task: a task file names its column of a step table; give the task file instead")
     raw = {index: read_yaml(Path(path)) for index, path in option_values(argv, "--config")}
     task_index = max((index for index, config in raw.items() if "task" in config), default=None)
     task_config = raw.get(task_index, {})
     methods = {
-        index: (argv[index].split("=", 1)[-1], config["method"]) for index, config in raw.items() if "method" in config
+        index: (argv[index].split("=", 1)[-1], config["method"])
+        for index, config in raw.items()
+        if "method" in config and not has_sampler(config)
     }
     methods |= {index: ("--method", name) for index, name in option_values(argv, "--method")}
     steps = option_values(argv, "--steps.num_steps")
     added: dict[int, list[str]] = {}
-    if task_index is not None:
+    if task_index is not None and "steps" not in task_config:
         added[task_index] = [f"--steps={json.dumps(task_steps(task_config['task']))}"]
     for index, (where, name) in methods.items():
         sampler = composed_sampler(
@@ -87,6 +90,12 @@ def compose(argv: list[str]) -> list[str]:
         )
         added.setdefault(index, []).append(f"--model.init_args.sampler={json.dumps(sampler)}")
     return [out for index, arg in enumerate(argv) for out in (arg, *added.get(index, []))]
+
+
+def has_sampler(config: dict) -> bool:
+    """Whether a config file gives the sampler itself."""
+    model = config.get("model")
+    return isinstance(model, dict) and isinstance(model.get("init_args"), dict) and "sampler" in model["init_args"]
 
 
 def composed_sampler(where: str, name: str, task_config: dict, num_steps: int | None) -> dict:

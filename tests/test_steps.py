@@ -142,3 +142,19 @@ def test_build_gives_the_objects_a_run_of_the_same_files_makes(monkeypatch):
     )
     assert type(model.sampler).__name__ == "DMAP" and model.sampler.zeta == 3.0 and model.sampler.num_steps == 25
     assert type(data).__name__ == "ImageDataModule" and trainer.default_root_dir == "outputs/digits/sr4/dmap_same"
+
+
+def test_a_saved_config_reproduces_the_run_it_was_saved_from(capsys, monkeypatch, tmp_path):
+    """A run's config.yaml holds the composed sampler, with its overrides: it is not composed again."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("sys.argv", ["python -m cse"])
+    args = ["predict", "--config=configs/digits/sr4/task.yaml", "--config=configs/samplers/dps.yaml"]
+    with pytest.raises(SystemExit):
+        main([*args, "--model.init_args.sampler.init_args.zeta=3", "--steps.num_steps=7", "--print_config"])
+    saved = tmp_path / "config.yaml"
+    saved.write_text(capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["predict", f"--config={saved}", "--print_config"])
+    again = yaml.safe_load(capsys.readouterr().out)
+    assert again == yaml.safe_load(saved.read_text())
+    assert again["model"]["init_args"]["sampler"]["init_args"]["zeta"] == 3.0 and again["steps"]["num_steps"] == 7
