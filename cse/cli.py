@@ -122,6 +122,7 @@ def option_values(argv: list[str], name: str) -> list[tuple[int, str]]:
 
 
 def as_int(name: str, value: str) -> int:
+    """An option's value as an integer; a one-line error naming the option otherwise."""
     try:
         return int(value)
     except ValueError:
@@ -153,7 +154,9 @@ class CLI(LightningCLI):
         parser.add_argument(
             "--task", type=str | None, default=None, help="The task's column of its step table: <tier>/<task>."
         )
-        parser.add_argument("--method", type=str | None, default=None, help=f"One of {', '.join(METHODS)}.")
+        parser.add_argument(
+            "--method", type=str | None, default=None, help=f"A method instead of a method file: {', '.join(METHODS)}."
+        )
         parser.add_argument(
             "--steps",
             type=dict[str, int | list[float]],
@@ -223,7 +226,6 @@ def check_fit_folder(root: Path, settings: str, ckpt_path: str | None) -> None:
 
 def main(args: ArgsType = None) -> LightningCLI | None:
     """Model and data are given by ``class_path`` in the YAML, so any module of the project can run."""
-    # ${steps.NAME} in a config file means the `steps` of the same subcommand's config
     try:
         return make_cli(args)
     except Exception as error:
@@ -235,6 +237,7 @@ def main(args: ArgsType = None) -> LightningCLI | None:
 
 def make_cli(args: ArgsType, run: bool = True) -> CLI:
     """The one way a run is built from config files: ``python -m cse``, ``main`` and ``build``."""
+    # ${steps.NAME} in a config file means the `steps` of the same subcommand's config
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return CLI(
         LightningModule,
