@@ -1,10 +1,14 @@
 """``python -m cse fit|validate|test|predict --config ...`` (LightningCLI).
 
-Configs compose: a task file (prior, measurement, data, trainer, and its ``sampling:`` block of
-step counts and tuned step sizes) and a method file (the sampler, whose settings read the task's
-block as ``${sampling.NAME}``), e.g.::
+Configs compose: a task file (prior, measurement, data, trainer, and ``task: <tier>/<task>``, its
+column in the tier's step table ``configs/<tier>/steps.yaml``) and a method file (``method: NAME``,
+an entry of ``cse.samplers.registry``), e.g.::
 
     python -m cse predict --config configs/digits/sr4/task.yaml --config configs/samplers/dmap_full.yaml
+
+Before parsing, ``compose`` puts the method's sampler, the registry's settings with the table's
+cell, where the method file stands on the command line, so later files and options override it
+(``--model.init_args.sampler.init_args.zeta=3``) and the sampler's signature checks it.
 
 Everything a run writes (results, checkpoints, logs, the exported CSE) goes under one folder,
 ``trainer.default_root_dir``; unless given, it is derived from the config files:
@@ -15,19 +19,23 @@ first file called ``task.yaml`` is left out), e.g. ``outputs/digits/sr4/dmap_ful
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 from jsonargparse import DefaultHelpFormatter, Namespace, set_parsing_settings
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from cse import runs
 from cse.errors import ConfigError, clear_error, config_error, fail_clearly, option_hint, quiet_other_peoples_advice
 from cse.paths import PROJECT_ROOT
+from cse.samplers.registry import METHODS
+from cse.steps import StepTableError, operator_class, sampler_config, task_steps
 
 EPILOG = """Options of a config's model, data and sampler are listed by
   python -m cse predict --config CONFIG [--config ...] --print_config
@@ -73,25 +81,100 @@ def derived_root(configs: list[Path]) -> Path:
 
 
 def config_files(argv: list[str]) -> list[Path]:
-    """The files given with ``--config`` on a command line, in order."""
-    files = []
+    """The files given with ``--config`` on a command line, in order; a method named with
+    ``--method NAME`` counts as its file, ``NAME.yaml`` (the run folder's name is the same)."""
+    given = option_values(argv, "--config") + [(i, f"{name}.yaml") for i, name in option_values(argv, "--method")]
+    return [Path(value) for _, value in sorted(given)]
+
+
+def compose(argv: list[str]) -> list[str]:
+    """``argv`` with, after the task file, ``--steps`` (its table's step count and observe_zetas) and
+    after each method file (or ``--method NAME``), ``--model.init_args.sampler``: the method's
+    registry entry with the task's cell of its step table, at ``--steps.num_steps`` if given.
+    Options after these override them. A file that gives them itself (a run's saved config.yaml)
+    is taken as it is, so that it reproduces the run."""
+    if option_values(argv, "--task"):
+        raise StepTableError("--task: a task file names its column of a step table; give the task file instead")
+    raw = {index: read_yaml(Path(path)) for index, path in option_values(argv, "--config")}
+    task_index = max((index for index, config in raw.items() if "task" in config), default=None)
+    task_config = raw.get(task_index, {})
+    methods = {
+        index: (argv[index].split("=", 1)[-1], config["method"])
+        for index, config in raw.items()
+        if "method" in config and not has_sampler(config)
+    }
+    methods |= {index: ("--method", name) for index, name in option_values(argv, "--method")}
+    steps = option_values(argv, "--steps.num_steps")
+    added: dict[int, list[str]] = {}
+    if task_index is not None and "steps" not in task_config:
+        added[task_index] = [f"--steps={json.dumps(task_steps(task_config['task']))}"]
+    for index, (where, name) in methods.items():
+        sampler = composed_sampler(
+            where, name, task_config, as_int("--steps.num_steps", steps[-1][1]) if steps else None
+        )
+        added.setdefault(index, []).append(f"--model.init_args.sampler={json.dumps(sampler)}")
+    return [out for index, arg in enumerate(argv) for out in (arg, *added.get(index, []))]
+
+
+def has_sampler(config: dict) -> bool:
+    """Whether a config file gives the sampler itself."""
+    model = config.get("model")
+    return isinstance(model, dict) and isinstance(model.get("init_args"), dict) and "sampler" in model["init_args"]
+
+
+def composed_sampler(where: str, name: str, task_config: dict, num_steps: int | None) -> dict:
+    """Method ``name`` (given in ``where``) on the task of ``task_config``: ``{class_path, init_args}``."""
+    if name not in METHODS:
+        raise StepTableError(f"{where}: method: no method {name!r} (known: {', '.join(METHODS)})")
+    if "task" not in task_config:
+        raise StepTableError(
+            f"{where}: method: {name} takes its settings from a task's step table; "
+            "no config names a task (task: <tier>/<task>)"
+        )
+    return sampler_config(task_config["task"], name, operator_class(task_config), num_steps)
+
+
+def option_values(argv: list[str], name: str) -> list[tuple[int, str]]:
+    """``(index of the value's token, value)`` of each ``name VALUE`` or ``name=VALUE`` in ``argv``."""
+    found = []
     for index, arg in enumerate(argv):
-        if arg == "--config" and index + 1 < len(argv):
-            files.append(Path(argv[index + 1]))
-        elif arg.startswith("--config="):
-            files.append(Path(arg.split("=", 1)[1]))
-    return files
+        if arg == name and index + 1 < len(argv):
+            found.append((index + 1, argv[index + 1]))
+        elif arg.startswith(f"{name}="):
+            found.append((index, arg.split("=", 1)[1]))
+    return found
+
+
+def as_int(name: str, value: str) -> int:
+    """An option's value as an integer; a one-line error naming the option otherwise."""
+    try:
+        return int(value)
+    except ValueError:
+        raise StepTableError(f"{name}: expected an integer, got {value!r}") from None
+
+
+def read_yaml(path: Path) -> dict:
+    """A config file's top level (empty for a file that is missing or not a mapping: the parser says why)."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 class CLI(LightningCLI):
     config_files: list[Path] = []
+    argv: list[str] = []
 
     def parse_arguments(self, parser, args) -> None:
+        """A command line is composed (``compose``) before it is parsed; a dict or Namespace is parsed as given."""
         argv = sys.argv[1:] if args is None else args
-        self.argv = [str(a) for a in argv] if isinstance(argv, list) else []
+        if not isinstance(argv, list):
+            return super().parse_arguments(parser, args)
+        self.argv = [str(a) for a in argv]
         self.config_files = config_files(self.argv)
         try:
-            super().parse_arguments(parser, args)
+            self.config = parser.parse_args(compose(self.argv))
         except Exception as error:  # the parser's refusals raise (exit_on_error=False): one line each
             raise refused(error, self.argv) from error
 
@@ -103,15 +186,21 @@ class CLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
-            "--sampling",
-            type=dict[str, int | float | list[float]],
+            "--task", type=str | None, default=None, help="The task's column of its step table: <tier>/<task>."
+        )
+        parser.add_argument(
+            "--method", type=str | None, default=None, help=f"A method instead of a method file: {', '.join(METHODS)}."
+        )
+        parser.add_argument(
+            "--steps",
+            type=dict[str, int | list[float]],
             default={},
-            help="The task's step counts and tuned step sizes; method configs read them as ${sampling.NAME}.",
+            help="The task's step count and observe_zetas, from its step table; the observations read ${steps.NAME}.",
         )
 
     def before_instantiate_classes(self) -> None:
         """Put every output of the run under one folder (derived from the config files if not given)."""
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         if trainer.default_root_dir is None:
             configs = self.config_files
@@ -129,7 +218,7 @@ class CLI(LightningCLI):
         """A run folder holds one run (cse.runs): never start afresh over its checkpoints, nor resume
         them with other settings (a folder derived from config files is shared by command-line
         overrides), nor run beside another run in it."""
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(config.trainer.default_root_dir)
         if self.trainer.is_global_zero:
             runs.lock(root)  # one run at a time; held until this process ends
@@ -170,35 +259,48 @@ def class_help(argv: list[str]) -> bool:
 
 def main(args: ArgsType = None) -> LightningCLI | None:
     """Model and data are given by ``class_path`` in the YAML, so any module of the project can run."""
-    # ${sampling.NAME} in a config file means the `sampling` block of the same subcommand's config
-    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     quiet_other_peoples_advice()
     if args is None and class_help(sys.argv[1:]):
         raise SystemExit(0)
-    usage = "python -m cse {} --config TASK --config METHOD [--config CSE] [--OPTION VALUE ...]"
-    subcommands = {
-        name: {"description": description(), "epilog": EPILOG, "usage": usage.format(name)}
-        for name in ("fit", "validate", "test", "predict")
-    }
     try:
-        return CLI(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={
-                "prog": "python -m cse",
-                "parser_mode": "omegaconf+",
-                "epilog": EPILOG,
-                "exit_on_error": False,
-                "formatter_class": HelpFormatter,  # the subcommands' too
-                **subcommands,
-            },
-            args=args,
-        )
+        return make_cli(args)
     except Exception as error:
         clear = clear_error(error)
         if clear is None or args is not None or os.environ.get("CSE_TRACEBACK"):
             raise  # called from Python, or asked for: the whole exception
         fail_clearly(clear, option_hint(clear), status=2 if isinstance(clear, ConfigError) else 1)
+
+
+def make_cli(args: ArgsType, run: bool = True) -> CLI:
+    """The one way a run is built from config files: ``python -m cse``, ``main`` and ``build``."""
+    # ${steps.NAME} in a config file means the `steps` of the same subcommand's config
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    usage = "python -m cse {} --config TASK --config METHOD [--config CSE] [--OPTION VALUE ...]"
+    subcommands = {
+        name: {"description": description(), "epilog": EPILOG, "usage": usage.format(name)}
+        for name in ("fit", "validate", "test", "predict")
+    }
+    return CLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={
+            "prog": "python -m cse",
+            "parser_mode": "omegaconf+",
+            "epilog": EPILOG,
+            "exit_on_error": False,
+            "formatter_class": HelpFormatter,  # the subcommands' too
+            **subcommands,
+        },
+        args=args,
+        run=run,
+    )
+
+
+def build(configs: Sequence[str | Path], *options: str) -> tuple[LightningModule, LightningDataModule, Trainer]:
+    """The model, data and trainer that ``python -m cse predict --config ... OPTIONS`` builds
+    (composed and checked the same way), not run: for scripts and notebooks."""
+    cli = make_cli([*(f"--config={c}" for c in configs), *options], run=False)
+    return cli.model, cli.datamodule, cli.trainer

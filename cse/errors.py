@@ -90,9 +90,9 @@ def config_error(error: BaseException, argv: Sequence[str]) -> ConfigError:
     the class that refused it and the option that gave it (the parser's union and key wrappers dropped)."""
     chain = list(causes(error))
     missing = next((e for e in chain if type(e).__name__ == "InterpolationKeyError"), None)
-    if missing is not None:  # a method file reads ${sampling.NAME} that the task file lacks
-        key = (re.search(r"sampling\.\w+", str(missing)) or re.search(r".+", str(missing))).group(0)
-        return ConfigError(f"{key}: the method file reads it from the task file's `sampling:` block, which lacks it")
+    if missing is not None:  # a config reads ${steps.NAME} that the task's step table lacks
+        key = (re.search(r"steps\.\w+", str(missing)) or re.search(r".+", str(missing))).group(0)
+        return ConfigError(f"{key}: a config reads it from the task's step table, which has none for this task")
     innermost = chain[-1]
     reason = str(innermost).strip().splitlines()[0] if str(innermost).strip() else type(innermost).__name__
     unknown = re.match(r"(?:Key|Option) '([\w.]+)' is not accepted", reason)

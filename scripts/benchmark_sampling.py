@@ -16,7 +16,8 @@ op's FLOPs and bytes: every FLOP at the tensor cores' peak, and each op at the s
 FLOPs at peak and its bytes at full memory bandwidth, no two fused. ``--memory`` estimates peak
 memory at given batch sizes from the same kind of record. The counting, bounds and memory model
 are cse.profiling's; this script builds the priors and samplers and prints the tables. Samplers
-are built from configs/samplers/*.yaml with the step sizes of the task's ``sampling:`` block.
+are built from their registry entries (cse.samplers.registry) with the task's cells of its step
+table (cse.steps).
 """
 
 from __future__ import annotations
@@ -24,14 +25,11 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import re
 import sys
 import time
-from importlib import import_module
 from pathlib import Path
 
 import torch
-import yaml
 
 import cse  # noqa: F401
 from cse.priors import DiffusersPrior
@@ -48,20 +46,22 @@ from cse.profiling import (
     time_steps,
 )
 from cse.samplers.common import Sampler
+from cse.samplers.registry import TABLE4
+from cse.steps import build_sampler
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLERS = ["dps", "dsg", "dmap_same", "dmap_full", "psld", "freedom", "resample"]
+SAMPLERS = list(TABLE4)
 
 
 # -- what is measured ----------------------------------------------------------------------------
 
 
 def build_prior(scale: str, device: str, dtype: torch.dtype) -> tuple[DiffusersPrior, str]:
-    """The prior (random weights from seed 0 where they are random) and the task whose sampling
-    block sets the samplers' step sizes."""
+    """The prior (random weights from seed 0 where they are random) and the task whose cells of
+    its step table set the samplers' step sizes."""
     torch.manual_seed(0)
     if scale == "sd2":
-        return sd2_base(device, dtype), "sr8"
+        return sd2_base(device, dtype), "sd2/sr8"
     if scale == "tiny":
         import tempfile
 
@@ -69,23 +69,15 @@ def build_prior(scale: str, device: str, dtype: torch.dtype) -> tuple[DiffusersP
 
         with tempfile.TemporaryDirectory() as folder:  # loaded into memory, then removed
             path = build_tiny_stack(folder, image_size=64)
-            return DiffusersPrior.from_pretrained(path, torch_dtype=dtype).to(device), "sr8"
+            return DiffusersPrior.from_pretrained(path, torch_dtype=dtype).to(device), "sd2/sr8"
     folder = {"digits": "checkpoints/digits/prior", "digits_latent": "checkpoints/digits_latent/prior"}[scale]
     task = {"digits": "digits/sr4", "digits_latent": "digits_latent/sr8"}[scale]
     return DiffusersPrior.from_pretrained(ROOT / folder, torch_dtype=dtype).to(device), task
 
 
 def sampler_from_configs(task: str, method: str) -> Sampler:
-    """configs/samplers/<method>.yaml with the ``${sampling.*}`` values of configs/<task>/task.yaml."""
-    block = yaml.safe_load((ROOT / "configs" / task / "task.yaml").read_text())["sampling"]
-    text = re.sub(
-        r"\$\{sampling\.(\w+)\}",
-        lambda m: str(block[m.group(1)]),
-        (ROOT / "configs/samplers" / f"{method}.yaml").read_text(),
-    )
-    spec = yaml.safe_load(text)["model"]["init_args"]["sampler"]
-    module, name = spec["class_path"].rsplit(".", 1)
-    return getattr(import_module(module), name)(**spec["init_args"])
+    """The sampler a run of the task file and configs/samplers/<method>.yaml builds."""
+    return build_sampler(task, method)
 
 
 def counted_setup(

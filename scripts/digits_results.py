@@ -14,16 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 
 import cse  # noqa: F401
 from cse.cli import main as cse_main
+from cse.samplers.registry import METHODS, TABLE4
+from cse.steps import not_defined, table_of, task_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -32,18 +32,13 @@ FIGURES = ROOT / "docs" / "img"  # the report's; runs that write no report put t
 EXTRA: list[str] = []  # overrides for every run (--count)
 TIERS = {"digits": ["sr4", "inpaint", "gblur", "nlblur"], "digits_latent": ["sr8", "inpaint", "gblur", "nlblur"]}
 SHIPPED = [tier for tier in TIERS if (ROOT / "checkpoints" / tier / "prior").is_dir()]  # the default
-METHODS = {  # label: (method file, with the task's CSE)
-    "DPS": ("dps", False),
-    "PSLD": ("psld", False),
-    "ReSample": ("resample", False),
-    "FreeDoM": ("freedom", False),
-    "DSG": ("dsg", False),
-    "DMAP (same)": ("dmap_same", False),
-    "DMAP (full)": ("dmap_full", False),
-    "CSE": ("ancestral", True),
-    "DPS + CSE": ("dps", True),
-    "DMAP (full) + CSE": ("dmap_full", True),
-}
+ROWS = [(m, False) for m in TABLE4] + [("ancestral", True), ("dps", True), ("dmap_full", True)]  # (method, + CSE)
+TABLE9 = ("dps", "dps_ddim", "dps_scaled", "dmap_full", "dmap_full_scaled")  # solver and step-size schedule
+
+
+def label(method: str, with_cse: bool) -> str:
+    """A Table 4 row's name: the registry's label, "+ CSE" with the task's CSE attached."""
+    return "CSE" if method == "ancestral" and with_cse else METHODS[method].label + (" + CSE" if with_cse else "")
 
 
 def predict(task: str, files: list[str], name: str, *overrides: str) -> dict:
@@ -63,13 +58,11 @@ def predict(task: str, files: list[str], name: str, *overrides: str) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def sampling(task: str) -> dict:
-    return yaml.safe_load((CONFIGS / task / "task.yaml").read_text())["sampling"]
-
-
-def applies(task: str, method_file: str) -> bool:
-    text = (CONFIGS / "samplers" / f"{method_file}.yaml").read_text()
-    return set(re.findall(r"\$\{sampling\.(\w+)\}", text)) <= set(sampling(task))
+def tuned(task: str, method: str) -> float:
+    """The method's step size on the task, as its step table gives it."""
+    table, column = table_of(task)
+    (value,) = table.cell(column, method).values()
+    return value
 
 
 def kid(s: dict) -> str:
@@ -87,15 +80,16 @@ def table4(tier: str) -> tuple[list[str], dict]:
     results = {}
     for op in TIERS[tier]:
         task = f"{tier}/{op}"
-        for label, (method, with_cse) in METHODS.items():
-            if not applies(task, method):
-                rows.append(f"| {op} | {label} | n/a: {method} needs a linear operator | | | | | | |")
+        for method, with_cse in ROWS:
+            name = label(method, with_cse)
+            if (reason := not_defined(CONFIGS / task / "task.yaml", method)) is not None:
+                rows.append(f"| {op} | {name} | n/a: {reason.rsplit(': ', 1)[-1]} | | | | | | |")
                 continue
             files = [f"samplers/{method}.yaml"] + ([f"{task}/cse.yaml"] if with_cse else [])
             s = predict(task, files, method + ("+cse" if with_cse else ""))
-            results[(op, label)] = s
+            results[(op, name)] = s
             rows.append(
-                f"| {op} | {label} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['residual']:.3f} | {s['fid']:.2f} | {kid(s)} | "
+                f"| {op} | {name} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['residual']:.3f} | {s['fid']:.2f} | {kid(s)} | "
                 f"{s['network_evaluations']:.0f} | {s['seconds']:.3f} |"
             )
             print(rows[-1], flush=True)
@@ -113,10 +107,7 @@ def table9(tier: str) -> tuple[list[str], dict]:
     results = {}
     for op in TIERS[tier]:
         task = f"{tier}/{op}"
-        runs = {
-            m: predict(task, [f"samplers/{m}.yaml"], m)
-            for m in ("dps", "dps_ddim", "dps_scaled", "dmap_full", "dmap_full_scaled")
-        }
+        runs = {m: predict(task, [f"samplers/{m}.yaml"], m) for m in TABLE9}
         results[op] = runs
         rows.append(
             f"| {op} | " + " | ".join(f"{runs[m]['psnr']:.2f} dB (FID {runs[m]['fid']:.2f})" for m in runs) + " |"
@@ -128,7 +119,7 @@ def table9(tier: str) -> tuple[list[str], dict]:
 def table5() -> tuple[list[str], dict]:
     """DMAP with diffusion steps x ascent steps held at 150 (pixel sr4); zeta scaled as the "same" rule."""
     task = "digits/sr4"
-    zeta = sampling(task)["dmap_zeta"]
+    zeta = tuned(task, "dmap_full")
     rows = [
         "| diffusion steps N | ascent steps K | zeta | PSNR ↑ | SSIM ↑ | residual ↓ | FID ↓ |",
         "|---|---|---|---|---|---|---|",
@@ -187,9 +178,12 @@ def observations(tier: str) -> tuple[list[str], dict]:
     lines, results = [], {}
     for op in observed_ops(tier):
         task = f"{tier}/{op}"
-        zetas = sampling(task)["observe_zetas"]
+        zetas = task_steps(task)["observe_zetas"]
         reference = f"{task}/reference.yaml"
-        end = {z: predict(task, ["samplers/dps.yaml"], f"dps-zeta{z:g}", f"--sampling.dps_zeta={z}") for z in zetas}
+        end = {
+            z: predict(task, ["samplers/dps.yaml"], f"dps-zeta{z:g}", f"--model.init_args.sampler.init_args.zeta={z}")
+            for z in zetas
+        }
         end["reference"] = predict(task, ["samplers/ancestral.yaml", reference], "ancestral+reference")
         error = predict(task, ["observations/score_error.yaml", reference], "score_error")
         means = predict(
@@ -285,7 +279,7 @@ CLAIMS = [  # the paper's claims about Table 4, each as (statement, winner, lose
     ("the CSE lifts DPS", "DPS + CSE", ["DPS"]),
     ("the CSE lifts DMAP (full)", "DMAP (full) + CSE", ["DMAP (full)"]),
     ("DMAP (full) + CSE beats every baseline", "DMAP (full) + CSE", ["DPS", "PSLD", "ReSample", "FreeDoM", "DSG"]),
-    ("DMAP (full) + CSE is the best method", "DMAP (full) + CSE", list(METHODS)),
+    ("DMAP (full) + CSE is the best method", "DMAP (full) + CSE", [label(*row) for row in ROWS]),
 ]
 
 
@@ -309,8 +303,8 @@ def observation_verdicts(tier: str, observed: dict) -> list[str]:
     """Observations I-III on each operator, at the probed step size nearest DPS's tuned one."""
     lines = []
     for op in observed_ops(tier):
-        r, zeta = observed[op], sampling(f"{tier}/{op}")["dps_zeta"]
-        near = min(sampling(f"{tier}/{op}")["observe_zetas"], key=lambda z: abs(math.log(z / zeta)))
+        r, zeta = observed[op], tuned(f"{tier}/{op}", "dps")
+        near = min(task_steps(f"{tier}/{op}")["observe_zetas"], key=lambda z: abs(math.log(z / zeta)))
         err = {name: float(np.mean(r["error"][name]["mean"])) for name in (f"dps_{near:g}", "uncond")}
         mean = r["means"]
         dps_mean, ref_mean = mean[f"dps_{near:g}"]["abs_mean"], mean["reference"]["abs_mean"]
@@ -406,15 +400,17 @@ sample size. Seconds per image were measured on one thread while one or two othe
 
 
 def step_size_table(tier: str) -> list[str]:
-    """The tuned values as the task files hold them, one row per operator ("–": not tuned there, not
-    used by these tables; "n/a": the method does not apply)."""
-    tuned = json.loads((ROOT / "docs" / "digits-tuning.json").read_text())
-    blocks = {op: sampling(f"{tier}/{op}") for op in TIERS[tier]}
-    keys = [k for k in next(iter(blocks.values())) if k.endswith(("zeta", "rate")) and k != "observe_zetas"]
-    rows = ["| operator | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---|" + "---|" * len(keys)]
-    for op, block in blocks.items():
-        done = tuned.get(f"{tier}/{op}", {})
-        cells = [("n/a" if k not in block else f"{block[k]:g}" if k in done else "–") for k in keys]
+    """The tuned values as the tier's step table holds them, one row per operator ("–": not tuned
+    there, not used by these tables; "n/a": the method is not defined there)."""
+    done = json.loads((ROOT / "docs" / "digits-tuning.json").read_text())
+    methods = [m for m, entry in METHODS.items() if entry.tuned]
+    rows = ["| operator | " + " | ".join(f"`{m}`" for m in methods) + " |", "|---|" + "---|" * len(methods)]
+    for op in TIERS[tier]:
+        task, cells = f"{tier}/{op}", []
+        for m in methods:
+            key = f"{m}.{METHODS[m].tuned[0]}"
+            defined = not_defined(CONFIGS / task / "task.yaml", m) is None
+            cells.append("n/a" if not defined else f"{tuned(task, m):g}" if key in done.get(task, {}) else "–")
         rows.append(f"| {op} | " + " | ".join(cells) + " |")
     return rows
 
@@ -453,7 +449,7 @@ def write_report(done: dict, vae_psnr: float) -> None:
         lines += [
             "## Table 5: diffusion steps against ascent steps",
             "",
-            "DMAP on sr4 with N × K = 150 held fixed, ζ = the tuned `dmap_zeta` × 50 / N (the rule by which",
+            "DMAP on sr4 with N × K = 150 held fixed, ζ = `dmap_full`'s tuned ζ × 50 / N (the rule by which",
             "DMAP (same) doubles ζ at half the steps):",
             "",
             *done[("digits", "table5")][0],

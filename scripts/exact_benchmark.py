@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,8 +44,11 @@ from cse.analysis.exact import (  # noqa: E402
 )
 from cse.analysis.scores import score_errors, score_means  # noqa: E402
 from cse.priors import CountingPrior  # noqa: E402
-from cse.samplers import DMAP, DPS, DSG, PSLD, Ancestral, FreeDoM, ReSample  # noqa: E402
-from cse.samplers.common import measurement_residual  # noqa: E402
+from cse.samplers.common import (
+    Sampler,  # noqa: E402
+    measurement_residual,  # noqa: E402
+)
+from cse.samplers.registry import METHODS  # noqa: E402
 from cse.seeding import PerSampleNoise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,31 +67,35 @@ class Method:
 EXACT_CSE = ("DPS + exact CSE", "DMAP K=3 + exact CSE")
 
 
-def methods() -> list[Method]:
-    def k(sampler_class, **fixed):
-        return lambda z, p: sampler_class(
-            num_steps=p.num_steps, schedule=p.schedule, **fixed, **({"zeta": z} if z is not None else {})
-        )
+def registered(name: str, **changed) -> Callable:
+    """(step size, problem) -> the registry's method ``name`` (its fixed settings, ``changed`` ones
+    replaced) at the problem's step count and schedule, the step size as its tuned setting."""
+    entry = METHODS[name]
 
+    def make(step: float | None, problem: ExactProblem) -> Sampler:
+        tuned = dict(zip(entry.tuned, [step], strict=False)) if step is not None else {}
+        settings = {**entry.fixed, **changed, **tuned}
+        return entry.sampler(num_steps=problem.num_steps, schedule=problem.schedule, **settings)
+
+    return make
+
+
+def methods() -> list[Method]:
+    """The registry's methods (DMAP (full) as "K=3", beside K = 1 and 2 at the same step count)."""
     rate = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
     listed = [
-        Method(
-            "Ancestral on the exact posterior (perfect CSE)",
-            lambda z, p: Ancestral(p.num_steps, schedule=p.schedule),
-            tuned=False,
-            exact_cse=True,
-        ),
-        Method("DPS", k(DPS)),
-        Method("DPS, step ∝ σ² − σ'²", k(DPS, step_scaling="noise_level")),
-        Method("DPS (DDIM)", k(DPS, eta=0.0)),
-        Method("DSG", lambda z, p: DSG(z, p.num_steps, schedule=p.schedule), grid=rate),
-        Method("DMAP K=1", k(DMAP, ascent_steps=1)),
-        Method("DMAP K=2", k(DMAP, ascent_steps=2)),
-        Method("DMAP K=3", k(DMAP, ascent_steps=3)),
-        Method("DMAP K=3, step ∝ σ² − σ'²", k(DMAP, ascent_steps=3, step_scaling="noise_level")),
-        Method("PSLD", k(PSLD)),
-        Method("FreeDoM", k(FreeDoM)),
-        Method("ReSample", k(ReSample)),
+        Method("Ancestral on the exact posterior (perfect CSE)", registered("ancestral"), tuned=False, exact_cse=True),
+        Method("DPS", registered("dps")),
+        Method("DPS, step ∝ σ² − σ'²", registered("dps_scaled")),
+        Method("DPS (DDIM)", registered("dps_ddim")),
+        Method("DSG", registered("dsg"), grid=rate),
+        Method("DMAP K=1", registered("dmap_full", ascent_steps=1)),
+        Method("DMAP K=2", registered("dmap_full", ascent_steps=2)),
+        Method("DMAP K=3", registered("dmap_full")),
+        Method("DMAP K=3, step ∝ σ² − σ'²", registered("dmap_full_scaled")),
+        Method("PSLD", registered("psld")),
+        Method("FreeDoM", registered("freedom")),
+        Method("ReSample", registered("resample")),
     ]
     twins = [replace(m, label=f"{m.label} + exact CSE", exact_cse=True) for m in listed if m.tuned]
     return listed + twins

@@ -1,11 +1,12 @@
 """Tune every method's step size on TRAIN digits (never the test set), by one procedure for all.
 
-For each task and each method file, the step size the method reads from the task's `sampling:`
-block (``${sampling.NAME}``, e.g. ``dps_zeta``) is chosen by mean PSNR over 32 train digits, with
-the prior alone, through the same `python -m cse predict` run a user makes. The grid is powers of
-2 (rates: 0.05 ... 1) and is extended, up or down, while the best value sits at its edge. The
-chosen values are written into the task files (the one place step sizes live) and every score into
-docs/digits-tuning.json. "+CSE" runs use the step sizes tuned without the CSE.
+For each task and each method of the registry (cse.samplers.registry) defined on it, the method's
+tuned setting (its step size: ``zeta``, or DSG's ``guidance_rate``) is chosen by mean PSNR over 32
+train digits, with the prior alone, through the same `python -m cse predict` run a user makes. The
+grid is powers of 2 (rates: 0.05 ... 1) and is extended, up or down, while the best value sits at
+its edge. The chosen values are written into the tier's step table, configs/<tier>/steps.yaml (the
+one place step sizes live), and every score into docs/digits-tuning.json, keyed
+``<method>.<setting>``. "+CSE" runs use the step sizes tuned without the CSE.
 
     python scripts/tune_digits.py                                    # the digits tasks, every method
     python scripts/tune_digits.py --tasks digits/sr4 --methods dps dsg
@@ -13,7 +14,6 @@ docs/digits-tuning.json. "+CSE" runs use the step sizes tuned without the CSE.
 
 import argparse
 import json
-import re
 import tempfile
 from pathlib import Path
 
@@ -23,35 +23,22 @@ import cse  # noqa: F401
 from cse.cli import main as cse_main
 from cse.data import ImageDataset, collate, index_source
 from cse.images import eval_transform, save_png
+from cse.samplers.registry import METHODS
+from cse.steps import not_defined, table_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TASKS = [f"digits/{op}" for op in ("sr4", "inpaint", "gblur", "nlblur")]
 TASKS += [f"digits_latent/{op}" for op in ("sr8", "inpaint", "gblur", "nlblur")]
 SHIPPED = [task for task in TASKS if (ROOT / "checkpoints" / task.split("/")[0] / "prior").is_dir()]  # the default
-METHODS = [
-    "dps",
-    "dsg",
-    "dmap_full",
-    "dmap_same",
-    "psld",
-    "freedom",
-    "resample",
-    "dps_ddim",
-    "dps_scaled",
-    "dmap_full_scaled",
-]
-NOT_STEP_SIZES = {"num_steps", "half_steps", "psld_gamma"}
+TUNED = [name for name, entry in METHODS.items() if entry.tuned]  # the registry's, every one with a step size
 TUNING_COUNT = 32  # the last 32 train digits in key order
 
 
-def tuned_key(method: str) -> str:
-    """The ``sampling`` entry a method file reads as its step size."""
-    text = (CONFIGS / "samplers" / f"{method}.yaml").read_text()
-    keys = [k for k in re.findall(r"\$\{sampling\.(\w+)\}", text) if k not in NOT_STEP_SIZES]
-    if len(keys) != 1:
-        raise ValueError(f"{method}.yaml reads {keys} from sampling:, expected one step size")
-    return keys[0]
+def tuned_setting(method: str) -> str:
+    """The one setting a method's cell holds: its step size."""
+    (setting,) = METHODS[method].tuned
+    return setting
 
 
 def initial_grid(key: str) -> list[float]:
@@ -77,7 +64,7 @@ def tuning_set(train: str, size: int, out: Path) -> Path:
     return out
 
 
-def score(task: str, method: str, key: str, value: float, images: Path, scratch: Path) -> float:
+def score(task: str, method: str, setting: str, value: float, images: Path, scratch: Path) -> float:
     out = scratch / f"{task.replace('/', '-')}-{method}-{value}"
     try:
         cse_main(
@@ -85,7 +72,7 @@ def score(task: str, method: str, key: str, value: float, images: Path, scratch:
                 "predict",
                 f"--config={CONFIGS / task / 'task.yaml'}",
                 f"--config={CONFIGS / 'samplers' / f'{method}.yaml'}",
-                f"--sampling.{key}={value}",
+                f"--model.init_args.sampler.init_args.{setting}={value}",
                 f"--data.init_args.predict={images}",
                 f"--trainer.default_root_dir={out}",
                 "--trainer.callbacks.init_args.fid=false",
@@ -97,13 +84,31 @@ def score(task: str, method: str, key: str, value: float, images: Path, scratch:
     return json.loads((out / "summary.json").read_text())["psnr"]
 
 
-def write_back(task: str, key: str, value: float) -> None:
-    """Set ``key`` in the task file's ``sampling:`` block, keeping its comment."""
-    path = CONFIGS / task / "task.yaml"
-    text, count = re.subn(rf"(?m)^(  {key}: )[^#\n]*?(\s*(#.*)?)$", rf"\g<1>{value}\g<2>", path.read_text())
-    if count != 1:
-        raise ValueError(f"{path} has no single `{key}:` line in its sampling block")
-    path.write_text(text)
+def write_back(task: str, method: str, setting: str, value: float) -> None:
+    """Set the method's cell of the task in its tier's step table (the file's comments stay)."""
+    table, column = table_of(task)
+    table.path.write_text(table.with_setting(method, column, setting, value).dumps())
+
+
+def defined(task: str, method: str) -> bool:
+    """Whether the method is defined on the task (else it says why, e.g. PSLD on a nonlinear operator)."""
+    reason = not_defined(CONFIGS / task / "task.yaml", method)
+    if reason is not None:
+        print(f"{task}: {method} is not tuned: {reason}", flush=True)
+    return reason is None
+
+
+def tune(task: str, method: str, images: Path, scratch: Path) -> tuple[float, dict[float, float]]:
+    """The best value of the method's step size on the tuning images, and every score."""
+    setting = tuned_setting(method)
+    scores, values = {}, initial_grid(setting)
+    while values:
+        value = values.pop(0)
+        scores[value] = score(task, method, setting, value, images, scratch)
+        print(f"{task} {method} {setting}={value}: PSNR {scores[value]:.2f} dB", flush=True)
+        if not values and (nxt := neighbour(setting, list(scores), max(scores, key=scores.get))) is not None:
+            values.append(nxt)
+    return max(scores, key=scores.get), scores
 
 
 def main() -> None:
@@ -111,7 +116,7 @@ def main() -> None:
     parser.add_argument(
         "--tasks", nargs="+", default=SHIPPED, choices=TASKS, help="default: the tasks whose prior is shipped"
     )
-    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--methods", nargs="+", default=TUNED, choices=TUNED)
     args = parser.parse_args()
     report_path = ROOT / "docs" / "digits-tuning.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
@@ -123,22 +128,13 @@ def main() -> None:
             images = tuning_set(
                 str(ROOT / data["train"]), data["image_size"], scratch / task.replace("/", "-") / "images"
             )
-            block = yaml.safe_load((CONFIGS / task / "task.yaml").read_text())["sampling"]
             for method in args.methods:
-                key = tuned_key(method)
-                if key not in block:  # e.g. PSLD on a nonlinear operator
-                    print(f"{task}: {method} does not apply (no {key} in its sampling block)", flush=True)
+                if not defined(task, method):
                     continue
-                scores, values = {}, initial_grid(key)
-                while values:
-                    value = values.pop(0)
-                    scores[value] = score(task, method, key, value, images, scratch)
-                    print(f"{task} {method} {key}={value}: PSNR {scores[value]:.2f} dB", flush=True)
-                    if not values and (nxt := neighbour(key, list(scores), max(scores, key=scores.get))) is not None:
-                        values.append(nxt)
-                best = max(scores, key=scores.get)
-                write_back(task, key, best)
-                report.setdefault(task, {})[key] = {"chosen": best, "psnr_on_32_train_digits": scores}
+                best, scores = tune(task, method, images, scratch)
+                write_back(task, method, tuned_setting(method), best)
+                entry = {"chosen": best, "psnr_on_32_train_digits": scores}
+                report.setdefault(task, {})[f"{method}.{tuned_setting(method)}"] = entry
                 report_path.write_text(json.dumps(report, indent=2))
 
 

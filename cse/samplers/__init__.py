@@ -1,7 +1,7 @@
 """Samplers: ``sampler(prior, operator, y, seeds, control=None) -> x0``.
 
-``SAMPLERS`` lists every sampler class; the property tests run over it, so a sampler added here
-is covered without editing any test.
+``SAMPLERS`` lists every sampler class, from the registry of methods (``cse.samplers.registry``);
+the property tests run over it, so a sampler given a registry entry is covered without editing any test.
 """
 
 from cse.samplers.ancestral import Ancestral
@@ -11,8 +11,9 @@ from cse.samplers.dps import DPS
 from cse.samplers.dsg import DSG
 from cse.samplers.freedom import FreeDoM
 from cse.samplers.psld import PSLD
+from cse.samplers.registry import METHODS
 from cse.samplers.resample import ReSample
 
-SAMPLERS: tuple[type[Sampler], ...] = (Ancestral, DPS, DSG, DMAP, PSLD, FreeDoM, ReSample)
+SAMPLERS: tuple[type[Sampler], ...] = tuple(dict.fromkeys(m.sampler for m in METHODS.values()))
 
 __all__ = ["DMAP", "DPS", "DSG", "PSLD", "SAMPLERS", "Ancestral", "FreeDoM", "ReSample", "Sampler"]

@@ -18,7 +18,7 @@ def test_the_toy_observation_runs_through_the_cli(tmp_path, monkeypatch):
             "predict",
             f"--config={ROOT / 'configs/exact/toy.yaml'}",
             f"--config={ROOT / 'configs/observations/score_error.yaml'}",
-            "--sampling.num_steps=10",
+            "--steps.num_steps=10",
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )
@@ -40,7 +40,7 @@ def test_the_digits_observations_run_through_the_cli(observation, digits_data, t
             *method,
             f"--config={ROOT / 'configs/observations' / f'{observation}.yaml'}",
             f"--config={task / 'reference.yaml'}",
-            "--sampling.num_steps=4",
+            "--steps.num_steps=4",
             *(["--model.init_args.draws=4"] if observation == "score_mean" else []),
             *(["--model.init_args.samples_per_image=3"] if observation == "diversity" else []),
             f"--data.init_args.predict={digits_data / 'test'}",
