@@ -26,9 +26,10 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from cse.digest import differences
+from cse.priors.conditioned import CSEMismatchError
 from cse.priors.loading import PretrainedNotFoundError
 
-CLEAR_ERRORS = (PretrainedNotFoundError, FileNotFoundError, FileExistsError, PermissionError)
+CLEAR_ERRORS = (PretrainedNotFoundError, CSEMismatchError, FileNotFoundError, FileExistsError, PermissionError)
 """Errors whose message says what to do: shown alone, not under the config parser's traceback."""
 
 EPILOG = """Options of a config's model, data and sampler are listed by

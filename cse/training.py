@@ -25,6 +25,7 @@ from cse.images import labelled_grid, usual_file_mode
 from cse.metrics import psnr
 from cse.operators import Measurement
 from cse.paths import project_path, where
+from cse.priors.conditioned import write_cse_record
 from cse.priors.diffusers_prior import DiffusersPrior, save_pipeline_folder, sd_scheduler
 from cse.priors.schedule import DiscreteSchedule
 from cse.records import Batch
@@ -185,8 +186,8 @@ class CSEModule(ExportsWhenDone, LightningModule):
         images, ids = batch["image"], batch["sample_id"]
         control = self.measurement.lift(self.measure(images, ids, "val"))
         seeds = [seed_from_key(s, "val:sample") for s in ids]
-        shape = self.prior.state_shape(images.shape)
-        restored = Ancestral(self.hparams.validation_steps)(self.prior, None, None, seeds, control=control, shape=shape)
+        shape, prior = self.prior.state_shape(images.shape), self.prior.conditioned(control)
+        restored = Ancestral(self.hparams.validation_steps)(prior, None, None, seeds, shape=shape)
         self.log("val/psnr", psnr(restored, images).mean(), batch_size=len(ids), sync_dist=True)
         log_image = getattr(self.logger, "log_image", None)
         if log_image is not None and self.global_rank == 0:
@@ -206,7 +207,13 @@ class CSEModule(ExportsWhenDone, LightningModule):
 
     @rank_zero_only
     def on_train_end(self) -> None:
-        self.export(self.controlnet.save_pretrained)
+        self.export(self.save_cse)
+
+    def save_cse(self, folder: Path) -> None:
+        """The ControlNet (``save_pretrained``) and, beside it, the measurement it was trained with
+        (``cse.json``), which a prior loading the folder checks a run's measurement against."""
+        self.controlnet.save_pretrained(folder)
+        write_cse_record(folder, self.measurement.describe())
 
 
 def load_vae(path: str) -> AutoencoderKL:
