@@ -22,7 +22,7 @@ from torch import Tensor
 
 from cse.digest import folder_digest
 from cse.priors.base import Prior
-from cse.priors.conditioned import ConditionedPrior, check_cse_record, read_cse_record
+from cse.priors.conditioned import RECORD_FILE, ConditionedPrior, check_cse_record, read_cse_record
 from cse.priors.loading import empty_prompt_embedding, load_or_explain, model_components, resolve_pretrained
 from cse.priors.schedule import DiscreteSchedule
 
@@ -347,5 +347,7 @@ def save_pipeline_folder(
 
 
 def local_digest(path: str | None) -> str | None:
-    """The content digest of a local model folder (None for a hub id or a module given as such)."""
-    return folder_digest(path) if path is not None and Path(path).is_dir() else None
+    """The content digest of a local model folder (None for a hub id or a module given as such).
+    A CSE's record is left out: it says what the CSE is for, and runs made before it was written
+    keep their settings."""
+    return folder_digest(path, ignore=(RECORD_FILE,)) if path is not None and Path(path).is_dir() else None
