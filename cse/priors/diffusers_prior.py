@@ -151,7 +151,7 @@ class DiffusersPrior(Prior):
     def check_measurement(self, measurement: dict) -> None:
         """Refuse a measurement the attached CSE was not trained with (see :func:`check_cse_record`)."""
         if self.controlnet is not None:
-            check_cse_record(self.cse_record, self.cse_folder or "the attached CSE", measurement)
+            check_cse_record(self.cse_record, self.cse_folder or "(given as a module)", measurement)
 
     # -- shapes and the autoencoder --------------------------------------------------------------
 
