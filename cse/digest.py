@@ -38,11 +38,12 @@ def file_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
-def folder_digest(folder: str | os.PathLike) -> str:
-    """The digest of every weight file and config under a model folder (names included)."""
+def folder_digest(folder: str | os.PathLike, ignore: Collection[str] = ()) -> str:
+    """The digest of every weight file and config under a model folder (names included), but for
+    the files named in ``ignore`` (records about the model that do not change what it computes)."""
     folder = Path(folder)
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ignore):
         if path.suffix in WEIGHT_SUFFIXES:
             digest.update(f"{path.relative_to(folder)}:{file_digest(path)}".encode())
         elif path.suffix == ".json":

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
+from cse.priors.conditioned import CSEMismatchError
 from cse.priors.loading import PretrainedNotFoundError
 
 
@@ -22,7 +23,14 @@ class InputError(ValueError):
     """Input data that cannot be used as given; the message names the files and what to do."""
 
 
-CLEAR_ERRORS = (PretrainedNotFoundError, FileNotFoundError, FileExistsError, PermissionError, InputError)
+CLEAR_ERRORS = (
+    PretrainedNotFoundError,
+    CSEMismatchError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    InputError,
+)
 """Errors whose message says what to do: shown alone, not under the config parser's traceback."""
 
 

@@ -88,7 +88,7 @@ def problem(prior: DiffusersPrior, batch: int, factor: int = 8) -> tuple[Operato
 def one_step(sampler: Sampler, prior, operator, y, shape, kind: str = "step", ctx=None, sigmas=None):
     """Run one step of ``kind`` at the middle of the trajectory (in ``ctx``, a run's context, whose
     noise is drawn in blocks as in a real run, and with its ``sigmas``); returns its output."""
-    ctx = ctx or sampler.context(prior, operator, y, list(range(len(y))), None, shape)
+    ctx = ctx or sampler.context(prior, operator, y, list(range(len(y))), shape)
     if kind != "consistency":
         return sampler.middle_step(prior, ctx, sigmas)
     # one iteration of ReSample's optimiser: ||A(D(z)) - y||^2, forward and backward
@@ -251,7 +251,7 @@ def memory_model(prior: DiffusersPrior, sampler: Sampler, batch: int) -> dict[st
     weights = sum(t.numel() * t.element_size() for t in [*prior.parameters(), *prior.buffers()])
     peak = 0
     for kind in step_kinds(sampler):
-        ctx = sampler.context(prior, operator, y, list(range(batch)), None, shape)
+        ctx = sampler.context(prior, operator, y, list(range(batch)), shape)
         with fused_attention(), LiveMemory() as memory:
             one_step(sampler, prior, operator, y, shape, kind, ctx)
         peak = max(peak, memory.peak)
@@ -261,7 +261,7 @@ def memory_model(prior: DiffusersPrior, sampler: Sampler, batch: int) -> dict[st
 def time_steps(sampler: Sampler, prior, operator, y, shape, steps: int, kind: str = "step") -> float:
     """Seconds per step of ``kind`` for the whole batch, after a warm-up step."""
     sync = torch.cuda.synchronize if y.is_cuda else (lambda: None)
-    ctx = sampler.context(prior, operator, y, list(range(len(y))), None, shape)
+    ctx = sampler.context(prior, operator, y, list(range(len(y))), shape)
     sigmas = sampler.sigmas(prior)  # once, as a run does
     one_step(sampler, prior, operator, y, shape, kind, ctx, sigmas)
     sync()

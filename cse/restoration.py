@@ -1,7 +1,8 @@
 """RestorationModule: ``python -m cse predict`` restores a dataset with any sampler and prior.
 
-predict_step: measure ``y = measurement(x)`` with the image's own seed -> run the sampler (with
-the CSE's control image when the prior has a ControlNet attached) -> a :class:`cse.records.Restoration`
+predict_step: measure ``y = measurement(x)`` with the image's own seed -> run the sampler on the
+prior with the CSE's control image ``lift(y)`` bound (``prior.conditioned``; the prior itself when
+no CSE is attached) -> a :class:`cse.records.Restoration`
 of images and per-image statistics. Writing is the job of a callback
 (:class:`cse.callbacks.RestorationWriter`, given in the config).
 """
@@ -39,7 +40,8 @@ class RestorationModule(LightningModule):
 
     Args:
         prior: e.g. ``DiffusersPrior.from_pretrained(...)``; with a ControlNet attached, every
-            sampler runs as its "+CSE" variant, the CSE seeing ``measurement.lift(y)``.
+            sampler runs as its "+CSE" variant, the CSE seeing ``measurement.lift(y)``; a CSE
+            recorded as trained for another operator is refused here.
         measurement: the operator and noise model that make ``y`` from each image.
         sampler: e.g. ``DPS``, ``DMAP`` (see ``cse.samplers``).
         samples_per_image: k > 1 draws k restorations per measurement and records their
@@ -58,6 +60,7 @@ class RestorationModule(LightningModule):
         super().__init__()
         if samples_per_image < 1:
             raise ValueError(f"samples_per_image must be >= 1, got {samples_per_image}")
+        prior.check_measurement(measurement.describe())
         self.prior, self.measurement, self.sampler = prior, measurement, sampler
         self.samples_per_image, self.seed = samples_per_image, seed
 
@@ -76,22 +79,19 @@ class RestorationModule(LightningModule):
         also the measurement fixed for these images."""
         return self.measurement.measure_keys(images, keys, str(self.seed))
 
-    def restore(self, prior: Prior, y: Tensor, control: Tensor, keys: list[str], image_shape: torch.Size) -> Tensor:
-        """``[k, B, C, H, W]``: k restorations of each measurement, drawn in one sampler batch."""
+    def repeat(self, t: Tensor) -> Tensor:
+        """``[B, ...]`` -> ``[k B, ...]``: the batch once per sample drawn of each image."""
+        return t.repeat(self.samples_per_image, *[1] * (t.ndim - 1))
+
+    def restore(self, prior: Prior, y: Tensor, keys: list[str], image_shape: torch.Size) -> Tensor:
+        """``[k, B, C, H, W]``: k restorations of each measurement, drawn in one sampler batch on
+        ``prior`` (for "+CSE", with the control images of ``repeat(y)`` bound)."""
         k = self.samples_per_image
         seeds = [seed_from_key(key, f"sample:{self.seed}:{j}") for j in range(k) for key in keys]
-        repeat = lambda t: t.repeat(k, *[1] * (t.ndim - 1))  # noqa: E731
         operator = self.measurement.bind_keys(keys * k, image_shape, str(self.seed)).operator
-        uses_cse = getattr(self.prior, "controlnet", None) is not None
         with self.step_progress() as progress:
             x = self.sampler(
-                prior,
-                operator,
-                repeat(y),
-                seeds,
-                control=repeat(control) if uses_cse else None,
-                callback=progress,
-                shape=prior.state_shape(image_shape),
+                prior, operator, self.repeat(y), seeds, callback=progress, shape=prior.state_shape(image_shape)
             )
         return x.reshape(k, len(keys), *x.shape[1:])
 
@@ -149,11 +149,9 @@ class RestorationModule(LightningModule):
     def probe_step(self, image: Tensor) -> None:
         """One sampler step, at the middle of the trajectory, for one image (its memory peak)."""
         y, measurement = self.measure(image, ["probe"])
-        control = measurement.lift(y) if getattr(self.prior, "controlnet", None) is not None else None
-        shape = self.prior.state_shape(image.shape)
-        self.sampler.middle_step(
-            self.prior, self.sampler.context(self.prior, measurement.operator, y, [0], control, shape)
-        )
+        prior = self.prior.conditioned(measurement.lift(y))
+        shape = prior.state_shape(image.shape)
+        self.sampler.middle_step(prior, self.sampler.context(prior, measurement.operator, y, [0], shape))
 
     def say_cost(self, image: Tensor) -> None:
         """Before the first batch, what the run will cost: one sampler step on one image, timed (the
@@ -179,13 +177,13 @@ class RestorationModule(LightningModule):
             return Restoration([], empty, empty, empty, empty, [])
         y, measurement = self.measure(images, keys)
         control = measurement.lift(y)
-        counted = CountingPrior(self.prior)
+        counted = CountingPrior(self.prior.conditioned(self.repeat(control)))
         on_gpu = images.device.type == "cuda"
         if on_gpu:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(images.device)
         start = time.perf_counter()
-        samples = self.restore(counted, y, control, keys, images.shape)
+        samples = self.restore(counted, y, keys, images.shape)
         if on_gpu:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start

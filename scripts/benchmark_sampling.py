@@ -239,7 +239,7 @@ def profile_rows(args, dtype: torch.dtype) -> dict[str, dict]:
     for method in args.samplers:
         sampler = sampler_from_configs(task, method)
         operator, y, shape = problem(prior, args.batch)
-        ctx = sampler.context(prior, operator, y, list(range(len(y))), None, shape)
+        ctx = sampler.context(prior, operator, y, list(range(len(y))), shape)
         sigmas = sampler.sigmas(prior)
         step = functools.partial(one_step, sampler, prior, operator, y, shape, "step", ctx, sigmas)
         step()  # warm-up (and compilation)

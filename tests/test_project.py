@@ -59,6 +59,18 @@ def test_a_missing_cse_names_the_controlnet_option(monkeypatch):
     assert "--model.init_args.prior.init_args.controlnet=DIR" in err and "id_or_path=DIR" not in err
 
 
+def test_a_cse_trained_for_another_task_is_refused_in_one_line(monkeypatch):
+    code, _, err = cli(
+        monkeypatch, "predict", "--config=configs/digits/gblur/task.yaml", "--config=configs/samplers/dps.yaml",
+        "--model.init_args.prior.init_args.controlnet=checkpoints/digits/sr4_cse",
+    )  # fmt: skip
+    assert code == 1 and err.splitlines()[0] == (
+        "error: checkpoints/digits/sr4_cse was trained with SuperResolution(factor=4, lift=bicubic); this run's "
+        "operator is GaussianBlur(kernel_size=13, std=1.5): attach the CSE trained for this task"
+    )
+    assert "Traceback" not in err
+
+
 def test_a_method_not_defined_for_the_task_is_one_line_with_the_reason(monkeypatch):
     code, _, err = cli(
         monkeypatch,

@@ -25,6 +25,7 @@ from cse.data import ImageDataModule
 from cse.features import PixelFeatures
 from cse.operators import Convolution, MatrixOperator, Measurement, SuperResolution
 from cse.priors import DiffusersPrior, build_controlnet
+from cse.priors.conditioned import write_cse_record
 from cse.priors.schedule import DiscreteSchedule
 from cse.restoration import RestorationModule
 from cse.samplers import DPS
@@ -48,6 +49,7 @@ def applies(task: str, sampler: str) -> bool:
 def tiny_cse(tiny_latent, tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("tiny-cse")
     build_controlnet(DiffusersPrior.from_pretrained(tiny_latent)).save_pretrained(folder)
+    write_cse_record(folder, Measurement(SuperResolution(8)).describe())  # the task it is used with (sr8)
     return str(folder)
 
 

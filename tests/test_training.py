@@ -57,6 +57,11 @@ def test_the_sd2_cse_recipe_runs_on_each_task(task, tiny_latent, image_folder, t
         ]
     )
     assert (tmp_path / "controlnet" / "diffusion_pytorch_model.safetensors").exists()  # in the run's folder
+    recorded = DiffusersPrior.from_pretrained(tiny_latent, controlnet=tmp_path / "controlnet").cse_record
+    assert recorded["operator"]["class"] == {"sr8": "SuperResolution", "gblur": "GaussianBlur"}.get(
+        task, "BoxInpainting"
+    )
+    assert recorded["noise"] == {"class": "GaussianNoise", "std": 0.0}
 
 
 @pytest.mark.parametrize(
@@ -367,7 +372,7 @@ def test_prior_training_exports_a_pixel_prior_that_samples_and_takes_a_cse(image
         prior.unet.state_dict()["conv_in.weight"], module.ema.module.state_dict()["conv_in.weight"]
     )
     prior.attach_controlnet()
-    x = Ancestral(3)(prior, None, None, seeds=[0, 1], control=torch.zeros(2, 3, 16, 16))
+    x = Ancestral(3)(prior.conditioned(torch.zeros(2, 3, 16, 16)), None, None, seeds=[0, 1])
     assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
 
 

@@ -36,6 +36,7 @@ class ObservationModule(LightningModule):
 
     def __init__(self, prior: Prior, measurement: Measurement, zetas: list[float], seed: int = 0) -> None:
         super().__init__()
+        prior.check_measurement(measurement.describe())
         self.prior, self.measurement, self.zetas, self.seed = prior, measurement, list(zetas), seed
 
     def settings(self) -> dict:
@@ -50,8 +51,8 @@ class ObservationModule(LightningModule):
     def denoisers(self, y: Tensor, control: Tensor, operator) -> tuple[Denoiser, Denoiser]:
         """The unconditional denoiser and the reference (conditional) one for measurements ``y``."""
         prior = self.prior
-        if getattr(prior, "controlnet", None) is not None:  # the CSE off, and on
-            return (lambda u, sigma: prior.denoise(u, sigma)), (lambda u, sigma: prior.denoise(u, sigma, control))
+        if prior.has_cse:  # the CSE off, and on
+            return prior.denoise, prior.conditioned(control).denoise
         if isinstance(prior, GaussianMixturePrior):
             noise = self.measurement.noise
             if not isinstance(operator, MatrixOperator) or not isinstance(noise, GaussianNoise):

@@ -20,6 +20,11 @@ class Operator(nn.Module, ABC):
         randomness per image (a nonlinear blur's kernel) draw it here; the others return themselves."""
         return self
 
+    def describe(self) -> dict:
+        """The operator's class and the settings that decide ``A`` and ``lift`` (JSON-ready): what a
+        CSE records at export, compared with a run's operator before the CSE is used."""
+        return {"class": type(self).__name__}
+
     def lift(self, y: Tensor) -> Tensor:
         """The control image of a measurement: ``y`` brought to the image's shape, on [-1, 1] (the
         input of the CSE, which the paper's research code also feeds on that scale)."""

@@ -37,6 +37,9 @@ class Convolution(LinearOperator):
     def extra_repr(self) -> str:
         return f"kernel={tuple(self.kernel.shape)}, digest={tensor_digest(self.kernel)}"
 
+    def describe(self) -> dict:
+        return {**super().describe(), "kernel": list(self.kernel.shape), "digest": tensor_digest(self.kernel)}
+
     def _weight(self, like: Tensor) -> Tensor:
         channels = like.shape[1]
         return self.kernel.to(like)[None, None].expand(channels, 1, -1, -1)
@@ -87,3 +90,6 @@ class GaussianBlur(Convolution):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, std={self.std}"
+
+    def describe(self) -> dict:
+        return {"class": type(self).__name__, "kernel_size": self.kernel_size, "std": self.std}

@@ -34,6 +34,9 @@ class MatrixOperator(LinearOperator):
             return f"A={self.A.tolist()}"
         return f"A={tuple(self.A.shape)}, digest={tensor_digest(self.A)}"
 
+    def describe(self) -> dict:
+        return {**super().describe(), "A": list(self.A.shape), "digest": tensor_digest(self.A)}
+
     def _check(self, x: Tensor) -> Tensor:
         flat = x.reshape(x.shape[0], -1)
         if flat.shape[1] != self.A.shape[1]:
@@ -71,6 +74,9 @@ class SuperResolution(LinearOperator):
     def extra_repr(self) -> str:
         return f"factor={self.factor}, lift={self.lift_mode!r}"
 
+    def describe(self) -> dict:
+        return {**super().describe(), "factor": self.factor, "lift": self.lift_mode}
+
     def forward(self, x: Tensor) -> Tensor:
         check_image(x)
         height, width = x.shape[-2:]
@@ -104,6 +110,9 @@ class BoxInpainting(LinearOperator):
 
     def extra_repr(self) -> str:
         return f"size={self.size}"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "size": list(self.size)}
 
     def mask(self, like: Tensor) -> Tensor:
         """``[H, W]`` mask: 1 where observed, 0 inside the box."""

@@ -48,6 +48,10 @@ class Measurement(nn.Module):
         operator = self.operator.bind(seeds, image_shape)
         return self if operator is self.operator else Measurement(operator, self.noise)
 
+    def describe(self) -> dict:
+        """The operator's and the noise model's settings (JSON-ready; see ``Operator.describe``)."""
+        return {"operator": self.operator.describe(), "noise": self.noise.describe()}
+
     def lift(self, y: Tensor) -> Tensor:
         """The control image of ``y``: image-shaped, on the [-1, 1] scale (see ``Operator.lift``)."""
         return self.operator.lift(y)

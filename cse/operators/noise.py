@@ -27,6 +27,10 @@ class Noise(nn.Module, ABC):
     @abstractmethod
     def forward(self, y: Tensor, generators: Sequence[torch.Generator]) -> Tensor: ...
 
+    def describe(self) -> dict:
+        """The noise model's class and settings (JSON-ready), recorded with a trained CSE."""
+        return {"class": type(self).__name__}
+
 
 class GaussianNoise(Noise):
     """``y + std * n``, ``n ~ N(0, I)``; ``std`` on the [-1, 1] scale (0 is noise-free)."""
@@ -45,6 +49,9 @@ class GaussianNoise(Noise):
 
     def extra_repr(self) -> str:
         return f"std={self.std}"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "std": self.std}
 
 
 class PoissonNoise(Noise):
@@ -70,3 +77,6 @@ class PoissonNoise(Noise):
 
     def extra_repr(self) -> str:
         return f"photons={self.photons}"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "photons": self.photons}

@@ -162,6 +162,10 @@ class BoundKernels(Operator):
             raise ValueError(f"bound to {self.kernels.shape[0]} images' kernels, got a batch of {x.shape[0]}")
         return self.operator.apply(x, self.kernels.to(x))
 
+    def describe(self) -> dict:
+        """The operator whose kernels these are: the kernels are drawn per image, the family is the task."""
+        return self.operator.describe()
+
     def lift(self, y: Tensor) -> Tensor:
         return self.operator.lift(y)
 
@@ -194,6 +198,9 @@ class NonlinearBlur(RandomKernelOperator):
 
     def extra_repr(self) -> str:
         return f"kernel_scale={self.kernel_scale}, weights={self.weights}"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "kernel_scale": self.kernel_scale, "weights": self.weights}
 
     def kernels(self, seeds: Sequence[int], image_shape: Sequence[int]) -> Tensor:
         height, width = image_shape[-2:]
@@ -228,6 +235,10 @@ class SaturatedBlur(RandomKernelOperator):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, major={self.major}, minor={self.minor}, gain={self.gain}"
+
+    def describe(self) -> dict:
+        settings = {"kernel_size": self.kernel_size, "major": list(self.major), "minor": list(self.minor)}
+        return {**super().describe(), **settings, "gain": self.gain}
 
     def kernel(self, generator: torch.Generator) -> Tensor:
         angle, along, across = torch.rand(3, generator=generator, dtype=torch.float64)

@@ -4,18 +4,21 @@
 does not pay for importing diffusers.
 """
 
-from cse.priors.base import Prior
+from cse.priors.base import Prior, PriorView
+from cse.priors.conditioned import ConditionedPrior
 from cse.priors.counting import CountingPrior
 from cse.priors.gmm import GaussianMixturePrior
 from cse.priors.schedule import DiscreteSchedule, KarrasSchedule
 
 __all__ = [
+    "ConditionedPrior",
     "CountingPrior",
     "DiffusersPrior",
     "DiscreteSchedule",
     "GaussianMixturePrior",
     "KarrasSchedule",
     "Prior",
+    "PriorView",
     "build_controlnet",
 ]
 

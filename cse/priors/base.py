@@ -1,4 +1,9 @@
-"""The Prior contract: a denoiser in VE form plus the maps to image space."""
+"""The Prior contract: a denoiser in VE form plus the maps to image space.
+
+A CSE (a ControlNet conditioned on the lifted measurement) is bound to its prior once, before
+sampling, with :meth:`Prior.conditioned` (as k-diffusion's ``make_cond_model_fn`` wraps a denoiser):
+samplers only ever call ``denoise(u, sigma)`` and never know whether a CSE is there.
+"""
 
 from __future__ import annotations
 
@@ -25,12 +30,27 @@ class Prior(nn.Module, ABC):
         """Shape of one sample of ``x0`` (without the batch dimension)."""
 
     @abstractmethod
-    def denoise(self, u: Tensor, sigma: Tensor | float, control: Tensor | None = None) -> Tensor:
+    def denoise(self, u: Tensor, sigma: Tensor | float) -> Tensor:
         """``E[x0 | u]`` for ``u`` ``[B, *sample_shape]`` at noise level ``sigma`` (scalar or ``[B]``).
 
-        Differentiable in ``u``. ``control`` is the CSE's control image (``measurement.lift(y)``),
-        used only by priors with a ControlNet attached.
+        Differentiable in ``u``. A prior with a CSE attached denoises without it here (the CSE
+        off); :meth:`conditioned` gives the prior with the CSE on.
         """
+
+    @property
+    def has_cse(self) -> bool:
+        """Whether a CSE is attached, i.e. whether :meth:`conditioned` changes anything."""
+        return False
+
+    def conditioned(self, control: Tensor) -> Prior:
+        """This prior with its CSE's control image ``control`` (``measurement.lift(y)``, one per
+        sample) bound, so that ``denoise(u, sigma)`` is the conditional denoiser; the prior itself
+        when it has no CSE."""
+        return self
+
+    def check_measurement(self, measurement: dict) -> None:
+        """Refuse a measurement (its ``describe()``) that an attached CSE was not trained for.
+        Priors without a CSE take any."""
 
     def state_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
         """Shape of one diffusion state for images of ``image_shape`` (``[..., H, W]``)."""
@@ -47,3 +67,38 @@ class Prior(nn.Module, ABC):
     def describe(self) -> dict:
         """What identifies this prior (for records of what produced a result)."""
         return {"class": type(self).__name__}
+
+
+class PriorView(Prior):
+    """``prior`` seen through a wrapper that changes one thing (what it counts, what it is
+    conditioned on): everything else is forwarded."""
+
+    def __init__(self, prior: Prior) -> None:
+        super().__init__()
+        self.prior = prior
+
+    @property
+    def schedule(self) -> DiscreteSchedule:
+        return self.prior.schedule
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.prior.sample_shape
+
+    def denoise(self, u: Tensor, sigma: Tensor | float) -> Tensor:
+        return self.prior.denoise(u, sigma)
+
+    def state_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
+        return self.prior.state_shape(image_shape)
+
+    def encode(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
+        return self.prior.encode(images, noise)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.prior.decode(latents)
+
+    def check_measurement(self, measurement: dict) -> None:
+        self.prior.check_measurement(measurement)
+
+    def describe(self) -> dict:
+        return self.prior.describe()

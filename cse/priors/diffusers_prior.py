@@ -1,8 +1,9 @@
 """A prior over a diffusers ``UNet2DConditionModel``: pixel or latent (``AutoencoderKL``), eps or v.
 
 The network is fed the VP state ``x_t = u / sqrt(1 + sigma^2)`` at the (fractional) timestep
-of ``sigma``; an attached ControlNet (the CSE) adds its residuals at every evaluation, which turns
-any sampler into its "+CSE" variant. The training loss of the parameterisation (eps or v) lives
+of ``sigma``; an attached ControlNet (the CSE), once its control image is bound with
+:meth:`DiffusersPrior.conditioned`, adds its residuals at every evaluation, which turns any sampler
+into its "+CSE" variant. The training loss of the parameterisation (eps or v) lives
 here too (:meth:`DiffusersPrior.loss`), beside the sampling-time conversion in :meth:`denoise`.
 """
 
@@ -12,6 +13,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +23,7 @@ from torch import Tensor
 
 from cse.digest import folder_digest
 from cse.priors.base import Prior
+from cse.priors.conditioned import RECORD_FILE, ConditionedPrior, check_cse_record, read_cse_record
 from cse.priors.loading import empty_prompt_embedding, load_or_explain, model_components, resolve_pretrained
 from cse.priors.schedule import DiscreteSchedule
 
@@ -76,6 +79,8 @@ class DiffusersPrior(Prior):
             if module is not None:
                 module.requires_grad_(False).eval()
         self.origin: dict = {}  # where the weights came from (set by from_pretrained)
+        self.cse_record: dict | None = None  # the measurement the CSE was trained with (its cse.json) ...
+        self.cse_folder: str | None = None  # ... and where it was loaded from, as given
         self.memory_format = torch.contiguous_format
         self.max_decode_batch: int | None = None  # see decode_chunk
         self._noise_levels: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}  # see noise_level
@@ -99,7 +104,9 @@ class DiffusersPrior(Prior):
         Args:
             id_or_path: a local diffusers folder (relative paths are also looked up in the project's
                 checkout) or a hub id (read from the Hugging Face cache when present).
-            controlnet: a trained CSE to attach (folder or hub id); None: the prior alone.
+            controlnet: a trained CSE to attach (folder or hub id); the ``cse.json`` in its folder
+                says which measurement it was trained with (see :meth:`check_measurement`); None:
+                the prior alone.
             torch_dtype: the networks' dtype, e.g. ``"float32"``, ``"bfloat16"``.
             gradient_checkpointing: recompute activations in backward passes (VAE decoder, UNet,
                 ControlNet) to save memory.
@@ -124,31 +131,25 @@ class DiffusersPrior(Prior):
             prompt_embeds = empty_prompt_embedding(source, revision)
         else:  # unconditional networks: a single zero token
             prompt_embeds = torch.zeros(1, 1, unet.config.cross_attention_dim)
-        controlnet_origin = None if controlnet is None else "given as a module"
-        if controlnet is not None and not isinstance(controlnet, ControlNetModel):
-            what = "ControlNet (CSE)"
-            controlnet_source = resolve_pretrained(controlnet, None, what=what)
-            controlnet = load_or_explain(
-                ControlNetModel.from_pretrained, controlnet_source, what, torch_dtype=torch_dtype
-            )
-            controlnet_origin = controlnet_source.path
+        cse = load_cse(controlnet, torch_dtype)
         prior = cls(
             unet,
             DiscreteSchedule(scheduler.alphas_cumprod),
             prompt_embeds.to(torch_dtype),
             scheduler.config.prediction_type,
             vae,
-            controlnet,
+            cse.controlnet,
         )
         if gradient_checkpointing:
             prior.enable_gradient_checkpointing()
         prior.max_decode_batch = max_decode_batch
         prior.optimize(channels_last, compile, compile_mode, decoder_attention)
+        prior.cse_record, prior.cse_folder = cse.record, cse.folder
         prior.origin = {
             "pretrained": source.path,
             "pretrained_digest": local_digest(source.path),
-            "controlnet": controlnet_origin,
-            "controlnet_digest": local_digest(controlnet_origin),
+            "controlnet": cse.origin,
+            "controlnet_digest": local_digest(cse.origin),
             "dtype": str(torch_dtype),
         }
         return prior
@@ -157,9 +158,27 @@ class DiffusersPrior(Prior):
         return {"class": type(self).__name__, **self.origin, "prediction_type": self.prediction_type}
 
     def attach_controlnet(self, controlnet: ControlNetModel | None = None) -> ControlNetModel:
-        """Attach a CSE: ``controlnet``, or a new one copied from the UNet (see :func:`build_controlnet`)."""
+        """Attach a CSE: ``controlnet``, or a new one copied from the UNet (see :func:`build_controlnet`).
+        What it was trained for is then unknown (``cse_record`` None)."""
         self.controlnet = controlnet if controlnet is not None else build_controlnet(self)
+        self.cse_record = self.cse_folder = None
         return self.controlnet
+
+    # -- the CSE ---------------------------------------------------------------------------------
+
+    @property
+    def has_cse(self) -> bool:
+        return self.controlnet is not None
+
+    def conditioned(self, control: Tensor) -> Prior:
+        """With a ControlNet: this prior with ``control`` ``[B, C, H, W]`` (``measurement.lift(y)``)
+        bound, a :class:`ConditionedPrior`; without: this prior."""
+        return self if self.controlnet is None else ConditionedPrior(self, control)
+
+    def check_measurement(self, measurement: dict) -> None:
+        """Refuse a measurement the attached CSE was not trained with (see :func:`check_cse_record`)."""
+        if self.controlnet is not None:
+            check_cse_record(self.cse_record, self.cse_folder or "(given as a module)", measurement)
 
     # -- shapes and the autoencoder --------------------------------------------------------------
 
@@ -280,8 +299,13 @@ class DiffusersPrior(Prior):
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         return self.unet(x_t, t, encoder_hidden_states=context, **residuals).sample
 
-    def denoise(self, u: Tensor, sigma: Tensor | float, control: Tensor | None = None) -> Tensor:
-        """``x0_hat`` from the network: ``u - sigma eps`` (eps) or ``u / (1 + s^2) - s v / sqrt(1 + s^2)`` (v)."""
+    def denoise(self, u: Tensor, sigma: Tensor | float) -> Tensor:
+        """``x0_hat`` of the prior alone (an attached CSE off; :meth:`conditioned` turns it on)."""
+        return self.denoise_controlled(u, sigma, None)
+
+    def denoise_controlled(self, u: Tensor, sigma: Tensor | float, control: Tensor | None) -> Tensor:
+        """``x0_hat`` from the network, with the ControlNet's residuals for ``control`` (None: without):
+        ``u - sigma eps`` (eps) or ``u / (1 + s^2) - s v / sqrt(1 + s^2)`` (v)."""
         t, sigma, c_in = self.noise_level(u, sigma)
         output = self.network(u * c_in, t, control).to(u.dtype)
         if self.prediction_type == "epsilon":
@@ -322,6 +346,30 @@ class DiffusersPrior(Prior):
         return error.square().flatten(1).mean(1)
 
 
+@dataclass
+class LoadedCSE:
+    """A ControlNet as ``from_pretrained`` attaches it: the module, where its weights came from (a
+    resolved folder, ``"given as a module"`` or None), the folder as the user named it, and the
+    measurement its ``cse.json`` records (None without one)."""
+
+    controlnet: ControlNetModel | None = None
+    origin: str | None = None
+    folder: str | None = None
+    record: dict | None = None
+
+
+def load_cse(controlnet: str | os.PathLike | ControlNetModel | None, torch_dtype: torch.dtype) -> LoadedCSE:
+    """Load the CSE given to ``from_pretrained`` (a folder or hub id), with the record beside it."""
+    if controlnet is None:
+        return LoadedCSE()
+    if isinstance(controlnet, ControlNetModel):
+        return LoadedCSE(controlnet, "given as a module")
+    what = "ControlNet (CSE)"
+    source = resolve_pretrained(controlnet, None, what=what)
+    module = load_or_explain(ControlNetModel.from_pretrained, source, what, torch_dtype=torch_dtype)
+    return LoadedCSE(module, source.path, str(controlnet), read_cse_record(source.path))
+
+
 def build_controlnet(prior: DiffusersPrior, conditioning_channels: int = 3) -> ControlNetModel:
     """A CSE for ``prior``: ``ControlNetModel.from_unet`` with the prior's weights, and a control
     embedding that takes image-sized ``[B, conditioning_channels, H, W]`` inputs down to the
@@ -359,5 +407,7 @@ def save_pipeline_folder(
 
 
 def local_digest(path: str | None) -> str | None:
-    """The content digest of a local model folder (None for a hub id or a module given as such)."""
-    return folder_digest(path) if path is not None and Path(path).is_dir() else None
+    """The content digest of a local model folder (None for a hub id or a module given as such).
+    A CSE's record is left out: it says what the CSE is for, and runs made before it was written
+    keep their settings."""
+    return folder_digest(path, ignore=(RECORD_FILE,)) if path is not None and Path(path).is_dir() else None

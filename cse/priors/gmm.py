@@ -99,10 +99,9 @@ class GaussianMixturePrior(Prior):
         x0_given_k = self.means + torch.einsum("bke,kde->bkd", self.evals / var * z, self.evecs)
         return log_joint, x0_given_k
 
-    def denoise(self, u: Tensor, sigma: Tensor | float, control: Tensor | None = None) -> Tensor:
-        """Exact ``E[x0 | u]`` (sigma > 0): responsibilities times per-component Wiener estimates."""
-        if control is not None:
-            raise ValueError("GaussianMixturePrior takes no control; its exact CSE is posterior(A, y, noise_std)")
+    def denoise(self, u: Tensor, sigma: Tensor | float) -> Tensor:
+        """Exact ``E[x0 | u]`` (sigma > 0): responsibilities times per-component Wiener estimates.
+        (No CSE to attach: the exact one is :meth:`posterior`.)"""
         log_joint, x0_given_k = self._per_component(u, sigma)
         return (log_joint.softmax(-1)[..., None] * x0_given_k).sum(1).reshape(u.shape)
 

@@ -1,4 +1,5 @@
-"""Samplers: ``sampler(prior, operator, y, seeds, control=None) -> x0``.
+"""Samplers: ``sampler(prior, operator, y, seeds) -> x0`` (for "+CSE", a prior with its CSE's
+control image bound: ``prior.conditioned(measurement.lift(y))``).
 
 ``SAMPLERS`` lists every sampler class, from the registry of methods (``cse.samplers.registry``);
 the property tests run over it, so a sampler given a registry entry is covered without editing any test.

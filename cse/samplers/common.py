@@ -23,7 +23,7 @@ from cse.priors.base import Prior
 from cse.seeding import PerSampleNoise
 
 Denoiser = Callable[[Tensor, float], Tensor]
-"""``(u, sigma) -> x0_hat``, with the prior's control already bound."""
+"""``(u, sigma) -> x0_hat``: ``prior.denoise`` (a CSE's control image, if any, bound to the prior)."""
 Residual = Callable[[Tensor], Tensor]
 """``x0_hat -> [B]`` per-sample measurement residual ``||A(decode(x0_hat)) - y||``."""
 Callback = Callable[[dict], None]
@@ -125,7 +125,7 @@ def state_template(prior: Prior, y: Tensor | None) -> Tensor:
 
 @dataclass
 class SamplingContext:
-    """What a step sees: the denoiser (control bound), the residual (None when unguided), fresh
+    """What a step sees: the prior's denoiser, the residual (None when unguided), fresh
     per-sample noise, and the problem itself for methods with losses of their own."""
 
     denoise: Denoiser
@@ -181,7 +181,6 @@ class Sampler(ABC):
         operator: Operator | None,
         y: Tensor | None,
         seeds: Sequence[int] | Tensor,
-        control: Tensor | None = None,
         shape: Sequence[int] | None = None,
     ) -> SamplingContext:
         """What the steps of one run see (see ``__call__`` for the arguments)."""
@@ -189,7 +188,7 @@ class Sampler(ABC):
         if y is not None and y.shape[0] != len(seeds):
             raise ValueError(f"need one seed per measurement: {len(seeds)} seeds for {y.shape[0]}")
         return SamplingContext(
-            denoise=lambda u, sigma: prior.denoise(u, sigma, control),
+            denoise=prior.denoise,
             residual=measurement_residual(prior, operator, y) if self.guided else None,
             noise=PerSampleNoise(seeds, shape or prior.sample_shape, like=state_template(prior, y)),
             prior=prior,
@@ -218,16 +217,15 @@ class Sampler(ABC):
         operator: Operator | None,
         y: Tensor | None,
         seeds: Sequence[int] | Tensor,
-        control: Tensor | None = None,
         callback: Callback | None = None,
         shape: Sequence[int] | None = None,
     ) -> Tensor:
         """Restore ``y`` ``[B, ...]`` with one seed per sample; returns ``[B, C, H, W]`` images (``decode``d).
 
-        ``control`` is the CSE's control image (``measurement.lift(y)``) for a prior with a
-        ControlNet; ``shape`` overrides ``prior.sample_shape``; ``callback`` receives a dict per step.
+        A "+CSE" run is a run on ``prior.conditioned(measurement.lift(y))``; ``shape`` overrides
+        ``prior.sample_shape``; ``callback`` receives a dict per step.
         """
-        ctx = self.context(prior, operator, y, seeds, control, shape)
+        ctx = self.context(prior, operator, y, seeds, shape)
         sigmas = self.sigmas(prior)
         u = sigmas[0] * ctx.noise()
         for index, (sigma, sigma_next) in enumerate(pairwise(sigmas)):

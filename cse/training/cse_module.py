@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 from cse.images import labelled_grid
 from cse.metrics import psnr
 from cse.operators import Measurement
+from cse.priors.conditioned import write_cse_record
 from cse.priors.diffusers_prior import DiffusersPrior
 from cse.records import Batch
 from cse.samplers import Ancestral
@@ -125,8 +127,8 @@ class CSEModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
         images, ids = batch["image"], batch["sample_id"]
         control = self.measurement.lift(self.measure(images, ids, "val"))
         seeds = [seed_from_key(s, "val:sample") for s in ids]
-        shape = self.prior.state_shape(images.shape)
-        restored = Ancestral(self.hparams.validation_steps)(self.prior, None, None, seeds, control=control, shape=shape)
+        shape, prior = self.prior.state_shape(images.shape), self.prior.conditioned(control)
+        restored = Ancestral(self.hparams.validation_steps)(prior, None, None, seeds, shape=shape)
         self.log("val/psnr", psnr(restored, images).mean(), batch_size=len(ids), sync_dist=True)
         log_image = getattr(self.logger, "log_image", None)
         if log_image is not None and self.global_rank == 0:
@@ -144,4 +146,10 @@ class CSEModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
 
     @rank_zero_only
     def on_train_end(self) -> None:
-        self.export(self.controlnet.save_pretrained)
+        self.export(self.save_cse)
+
+    def save_cse(self, folder: Path) -> None:
+        """The ControlNet (``save_pretrained``) and, beside it, the measurement it was trained with
+        (``cse.json``), which a prior loading the folder checks a run's measurement against."""
+        self.controlnet.save_pretrained(folder)
+        write_cse_record(folder, self.measurement.describe())

@@ -79,7 +79,7 @@ def test_samplers_run_on_the_latent_prior_with_and_without_a_cse(latent, sampler
     assert plain.shape == (2, 3, 16, 16) and torch.isfinite(plain).all()
     latent.controlnet = randomised_controlnet(latent)
     try:
-        with_cse = sampler(latent, A, y, seeds=[0, 1], control=A.lift(y))
+        with_cse = sampler(latent.conditioned(A.lift(y)), A, y, seeds=[0, 1])
     finally:
         latent.controlnet = None
     assert with_cse.shape == plain.shape and torch.isfinite(with_cse).all()
@@ -92,7 +92,7 @@ def test_guidance_flows_through_the_controlnet_and_the_vae_decoder(latent):
         A = GaussianBlur(5, 1.0)
         y = A(torch.rand(1, 3, 16, 16) * 2 - 1)
         u = torch.randn(1, *latent.sample_shape, requires_grad=True)
-        residual = (A(latent.decode(latent.denoise(u, 2.0, A.lift(y)))) - y).norm()
+        residual = (A(latent.decode(latent.conditioned(A.lift(y)).denoise(u, 2.0))) - y).norm()
         residual.backward()
         assert u.grad is not None and u.grad.abs().sum() > 0
     finally:
@@ -217,4 +217,33 @@ def test_an_empty_tokenizer_is_a_clear_error(tiny_latent, tmp_path):
 
 def test_control_without_a_controlnet_is_an_error(latent):
     with pytest.raises(ValueError, match="no ControlNet attached"):
-        latent.denoise(torch.randn(1, 4, 8, 8), 1.0, control=torch.zeros(1, 3, 16, 16))
+        latent.denoise_controlled(torch.randn(1, 4, 8, 8), 1.0, torch.zeros(1, 3, 16, 16))
+
+
+def test_a_prior_without_a_cse_is_its_own_conditioned_prior(latent):
+    assert not latent.has_cse and latent.conditioned(torch.zeros(2, 3, 16, 16)) is latent
+
+
+def test_the_conditioned_prior_denoises_with_the_controlnets_residuals(latent):
+    """``conditioned(control).denoise`` is the UNet with the ControlNet's residuals for ``control``
+    (diffusers' ControlNet step, written out here), and differs from the prior alone."""
+    latent.controlnet = randomised_controlnet(latent)
+    try:
+        u, sigma, control = torch.randn(2, *latent.sample_shape), 3.0, torch.rand(2, 3, 16, 16) * 2 - 1
+        conditioned = latent.conditioned(control)
+        assert latent.has_cse and conditioned.has_cse and conditioned.sample_shape == latent.sample_shape
+        t, context = (
+            latent.schedule.sigma_to_t(torch.tensor([sigma] * 2)).float(),
+            latent.prompt_embeds.expand(2, -1, -1),
+        )
+        x_t = u / (1 + sigma**2) ** 0.5
+        with torch.no_grad():
+            down, mid = latent.controlnet(x_t, t, context, controlnet_cond=control, return_dict=False)
+            eps = latent.unet(x_t, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+            expected = u - sigma * eps.sample
+            torch.testing.assert_close(conditioned.denoise(u, sigma), expected, rtol=1e-5, atol=1e-5)
+            assert not torch.allclose(latent.denoise(u, sigma), expected, atol=1e-3)  # the CSE off
+        with pytest.raises(ValueError, match="bound for 2 samples, got a batch of 3"):
+            conditioned.denoise(torch.randn(3, *latent.sample_shape), sigma)
+    finally:
+        latent.controlnet = None

@@ -117,8 +117,7 @@ def test_clear_errors():
     prior = GaussianMixturePrior(torch.zeros(2, 3), std=1.0)
     with pytest.raises(ValueError, match="3 values"):
         prior.denoise(torch.zeros(4, 2), 1.0)
-    with pytest.raises(ValueError, match="takes no control"):
-        prior.denoise(torch.zeros(4, 3), 1.0, control=torch.zeros(4, 3))
+    assert not prior.has_cse and prior.conditioned(torch.zeros(4, 3)) is prior  # no CSE: nothing to bind
     batched = prior.posterior(torch.eye(3), torch.zeros(2, 3), 0.1)
     with pytest.raises(ValueError, match="batch of 2 mixtures denoises as many samples, got 3"):
         batched.denoise(torch.zeros(3, 3), 1.0)

@@ -166,9 +166,9 @@ def test_dmap_same_costs_as_many_gradients_as_dps(problem):
     class Counting(GaussianMixturePrior):
         calls = {"grad": 0, "plain": 0}
 
-        def denoise(self, u, sigma, control=None):
+        def denoise(self, u, sigma):
             self.calls["grad" if u.requires_grad else "plain"] += 1
-            return super().denoise(u, sigma, control)
+            return super().denoise(u, sigma)
 
     counting = Counting(prior.means, std=0.5)
     DPS(zeta=0.5, num_steps=40)(counting, A, y[:2], range(2))
