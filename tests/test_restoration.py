@@ -306,7 +306,9 @@ def test_sigterm_stops_a_run_after_the_batch_in_hand_and_a_rerun_resumes(
     assert exit_.value.code == 143
     assert len((tmp_path / "metrics" / "metrics-rank0.jsonl").read_text().splitlines()) == 2
     restore(tiny_latent, image_folder, tmp_path)
-    assert summary(tmp_path)["count"] == 4 and len(steps) == 4  # 2 steps per batch: the rerun made batch 2 only
+    # 2 steps per batch, and 2 timed probe steps before each run's first batch (its cost estimate):
+    # 2 + 2 before the signal took effect, 2 + 2 in the rerun, which made batch 2 only
+    assert summary(tmp_path)["count"] == 4 and len(steps) == 8
 
 
 def test_a_torn_metrics_line_is_redone_and_a_corrupt_one_is_named(tiny_latent, image_folder, tmp_path):

@@ -203,7 +203,7 @@ class Sampler(ABC):
         memory), measured without running a whole trajectory. ``sigmas``: ``self.sigmas(prior)``,
         made once by a caller timing many steps (a run makes them once)."""
         sigmas = sigmas or self.sigmas(prior)
-        ctx.index = len(sigmas) // 2
+        ctx.index = (len(sigmas) - 1) // 2  # of num_steps steps (a 1-step run has only step 0)
         sigma, sigma_next = sigmas[ctx.index], sigmas[ctx.index + 1]
         return self.step(sigma * ctx.noise(), sigma, sigma_next, ctx)[0]
 

@@ -124,3 +124,15 @@ def test_bad_settings_are_rejected_at_construction(sampler_class):
         if name in inspect.signature(sampler_class).parameters:
             with pytest.raises(ValueError):
                 sampler_class(**{name: -1.0})
+
+
+def test_a_middle_step_exists_for_every_step_count():
+    """The step a benchmark or a run's cost estimate times: step num_steps // 2, also of a 1-step run."""
+    from cse.priors import GaussianMixturePrior
+    from cse.samplers import Ancestral
+
+    prior = GaussianMixturePrior(torch.zeros(1, 2), std=torch.ones(1))
+    for num_steps in (1, 2, 5):
+        sampler = Ancestral(num_steps)
+        ctx = sampler.context(prior, None, None, [0], shape=(2,))
+        assert sampler.middle_step(prior, ctx).shape == (1, 2) and ctx.index == num_steps // 2
