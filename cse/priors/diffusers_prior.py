@@ -24,7 +24,13 @@ from torch import Tensor
 from cse.digest import folder_digest
 from cse.priors.base import Prior
 from cse.priors.conditioned import RECORD_FILE, ConditionedPrior, check_cse_record, read_cse_record
-from cse.priors.loading import empty_prompt_embedding, load_or_explain, model_components, resolve_pretrained
+from cse.priors.loading import (
+    PretrainedSource,
+    empty_prompt_embedding,
+    load_or_explain,
+    model_components,
+    resolve_pretrained,
+)
 from cse.priors.schedule import DiscreteSchedule
 
 SD_CONDITIONING_CHANNELS = (16, 32, 96, 256)  # ControlNet's default, for a VAE that shrinks 8x
@@ -47,6 +53,26 @@ def widest_decoder_activation(block_out_channels: Sequence[int], latent_pixels: 
         if i < len(channels) - 1:
             widest = max(widest, width * latent_pixels * 4 ** (i + 1))
     return widest
+
+
+def load_pipeline(
+    source: PretrainedSource, revision: str | None, torch_dtype: torch.dtype
+) -> tuple[DDPMScheduler, UNet2DConditionModel, AutoencoderKL | None, Tensor]:
+    """A pipeline folder's scheduler, UNet, VAE (None for pixel priors) and the empty prompt's
+    embedding (a single zero token for unconditional networks)."""
+    components = model_components(source, revision)
+    common = {"revision": revision}
+    scheduler = load_or_explain(DDPMScheduler.from_pretrained, source, "scheduler", subfolder="scheduler", **common)
+    common["torch_dtype"] = torch_dtype
+    unet = load_or_explain(UNet2DConditionModel.from_pretrained, source, "UNet", subfolder="unet", **common)
+    vae = None
+    if "vae" in components:
+        vae = load_or_explain(AutoencoderKL.from_pretrained, source, "VAE", subfolder="vae", **common)
+    if "text_encoder" in components:
+        prompt_embeds = empty_prompt_embedding(source, revision)
+    else:
+        prompt_embeds = torch.zeros(1, 1, unet.config.cross_attention_dim)
+    return scheduler, unet, vae, prompt_embeds
 
 
 class DiffusersPrior(Prior):
@@ -119,18 +145,7 @@ class DiffusersPrior(Prior):
         """
         torch_dtype = getattr(torch, torch_dtype) if isinstance(torch_dtype, str) else torch_dtype
         source = resolve_pretrained(id_or_path, revision)
-        components = model_components(source, revision)
-        common = {"revision": revision}
-        scheduler = load_or_explain(DDPMScheduler.from_pretrained, source, "scheduler", subfolder="scheduler", **common)
-        common["torch_dtype"] = torch_dtype
-        unet = load_or_explain(UNet2DConditionModel.from_pretrained, source, "UNet", subfolder="unet", **common)
-        vae = None
-        if "vae" in components:
-            vae = load_or_explain(AutoencoderKL.from_pretrained, source, "VAE", subfolder="vae", **common)
-        if "text_encoder" in components:
-            prompt_embeds = empty_prompt_embedding(source, revision)
-        else:  # unconditional networks: a single zero token
-            prompt_embeds = torch.zeros(1, 1, unet.config.cross_attention_dim)
+        scheduler, unet, vae, prompt_embeds = load_pipeline(source, revision, torch_dtype)
         cse = load_cse(controlnet, torch_dtype)
         prior = cls(
             unet,
