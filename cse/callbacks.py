@@ -31,6 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from cse import runs
+from cse.errors import ResultsFlagged
 from cse.images import heat_map, labelled_grid, read_png, remove_temporaries, save_png, write_atomic, write_text_atomic
 from cse.metrics import ALEXNET_FILE, INCEPTION_FILE, LPIPS, feature_distances, weights_file
 from cse.records import RESIDUAL_WARNING, Restoration, Samples
@@ -363,7 +364,7 @@ class RestorationWriter(ResultsWriter):
             raise RuntimeError(f"nothing was restored into {self.out}: {len(skipped)} input(s) skipped ({reasons})")
         self.write_grid(list(rows)[: self.grid_size])
         if flag and self.strict:
-            raise RuntimeError(f"{flag['note']} (strict=true; results and summary.json are written in {self.out})")
+            raise ResultsFlagged(f"{flag['note']} (strict=true; results and summary.json are written in {self.out})")
         return summary
 
     def add_lpips(self, rows: dict[str, dict]) -> None:

@@ -32,7 +32,15 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from cse import runs
-from cse.errors import ConfigError, clear_error, config_error, fail_clearly, option_hint, quiet_other_peoples_advice
+from cse.errors import (
+    ConfigError,
+    clear_error,
+    config_error,
+    fail_clearly,
+    innermost,
+    option_hint,
+    quiet_other_peoples_advice,
+)
 from cse.paths import PROJECT_ROOT
 from cse.samplers.registry import METHODS
 from cse.steps import StepTableError, operator_class, sampler_config, task_steps
@@ -181,7 +189,9 @@ class CLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except Exception as error:  # a value an __init__ refused (num_steps=0, zeta=-8, ...)
+        except Exception as error:  # a value an __init__ refused (num_steps=0, zeta=-8, ...): one line
+            if clear_error(error) is None and not isinstance(innermost(error), (ValueError, TypeError, KeyError)):
+                raise  # a corrupt file, out of memory, a bug: the whole exception
             raise refused(error, self.argv) from error
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -300,7 +310,8 @@ def make_cli(args: ArgsType, run: bool = True) -> CLI:
 
 
 def build(configs: Sequence[str | Path], *options: str) -> tuple[LightningModule, LightningDataModule, Trainer]:
-    """The model, data and trainer that ``python -m cse predict --config ... OPTIONS`` builds
-    (composed and checked the same way), not run: for scripts and notebooks."""
+    """The model, data and trainer that the config files and OPTIONS make (composed and checked as
+    ``python -m cse`` does), not run: for scripts and notebooks. No subcommand is run, so its own
+    hooks (predict's ``return_predictions``, fit's folder checks) do not apply."""
     cli = make_cli([*(f"--config={c}" for c in configs), *options], run=False)
     return cli.model, cli.datamodule, cli.trainer

@@ -15,8 +15,26 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-from cse.priors.conditioned import CSEMismatchError
-from cse.priors.loading import PretrainedNotFoundError
+
+class PretrainedNotFoundError(FileNotFoundError):
+    """A model folder or hub id that could not be loaded; the message says how to fix it.
+    ``component`` says what it was ("diffusion prior", "ControlNet (CSE)", ...), so that a front end
+    can name its own option for passing a folder instead."""
+
+    def __init__(self, message: str, component: str = "model") -> None:
+        super().__init__(message)
+        self.component = component
+
+    def __reduce__(self):  # pickled whole (DDP and multiprocessing pass exceptions between processes)
+        return type(self), (str(self), self.component)
+
+
+class CSEMismatchError(ValueError):
+    """A CSE attached to a prior for a measurement it was not trained with."""
+
+
+class ResultsFlagged(RuntimeError):
+    """A strict run whose results were written but flagged (see ``RestorationWriter(strict=True)``)."""
 
 
 class InputError(ValueError):
@@ -30,6 +48,7 @@ CLEAR_ERRORS = (
     FileExistsError,
     PermissionError,
     InputError,
+    ResultsFlagged,
 )
 """Errors whose message says what to do: shown alone, not under the config parser's traceback."""
 
@@ -51,6 +70,11 @@ def causes(error: BaseException | None) -> Iterator[BaseException]:
         seen.add(id(error))
         yield error
         error = error.__cause__ or error.__context__
+
+
+def innermost(error: BaseException) -> BaseException:
+    """The last error in ``error``'s chain of causes: the original reason."""
+    return list(causes(error))[-1]
 
 
 def clear_error(error: BaseException) -> BaseException | None:

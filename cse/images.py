@@ -56,15 +56,18 @@ def walk_folder(root: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> Itera
     is yielded with its problem."""
     seen = {os.path.realpath(root)}
     for folder, folders, files in os.walk(root, followlinks=True):
-        for name in sorted(folders):
+        # real folders first, so that a link to one of them is the duplicate, never the folder itself
+        folders.sort(key=lambda name: (Path(folder, name).is_symlink(), name))
+        for name in list(folders):
             path = Path(folder, name)
-            if path.is_symlink() and os.path.realpath(path) in seen:
-                folders.remove(name)  # never walk a folder twice: a loop would never end
-                yield path, f"a symbolic link back to a folder already listed ({os.readlink(path)})"
-            else:
-                seen.add(os.path.realpath(path))
-                if suffixes and name.lower().endswith(suffixes):
-                    yield path, None  # a folder named like an image: listed, so it is skipped with the reason
+            if os.path.realpath(path) in seen:  # never walk a folder twice: images twice, or a loop
+                folders.remove(name)
+                if path.is_symlink():
+                    yield path, f"a symbolic link to a folder already listed ({os.readlink(path)})"
+                continue
+            seen.add(os.path.realpath(path))
+            if suffixes and name.lower().endswith(suffixes):
+                yield path, None  # a folder named like an image: listed, so it is skipped with the reason
         yield from ((Path(folder, name), None) for name in files if name.lower().endswith(suffixes or ""))
 
 

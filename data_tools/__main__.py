@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import cse  # noqa: F401  (makes torchvision importable before lightning loads it)
-from cse.priors.loading import PretrainedNotFoundError
+from cse.errors import PretrainedNotFoundError
 from cse.runs import RunFolderError
 
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     except (PretrainedNotFoundError, RunFolderError) as error:
         if argv is not None or os.environ.get("CSE_TRACEBACK"):
             raise  # called from Python, or asked for: the whole exception
-        from cse.cli import fail_clearly  # the same one-line error as python -m cse
+        from cse.errors import fail_clearly  # the same one-line error as python -m cse
 
         fail_clearly(error, " Here: --prior DIR." if isinstance(error, PretrainedNotFoundError) else "")
     print(json.dumps(summary))

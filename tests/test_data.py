@@ -187,6 +187,14 @@ def test_links_loops_folders_and_non_images_are_skipped_with_their_reasons(tmp_p
     assert "already listed" in reasons["linked/back"]
 
 
+def test_a_linked_folder_beside_its_target_is_listed_once(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.png").write_bytes(png_bytes(Image.new("RGB", (16, 16))))
+    (tmp_path / "a").symlink_to("b")  # walked first by name: its images must not come twice
+    refs = index_source(str(tmp_path))
+    assert [(r.key, r.problem is None) for r in refs] == [("a", False), ("b/x", True)]
+
+
 def test_two_files_with_one_key_are_named_in_one_error(tmp_path):
     from cse.errors import InputError
 

@@ -9,6 +9,7 @@ import pytest
 
 from cse import runs
 from cse.cli import main
+from tests.test_training import one_step_cse_fit
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"sampler": "DPS(num_steps=2)", "data": {"predict": "images", "predict_count": 16}}
@@ -80,15 +81,7 @@ def test_a_folder_in_use_is_refused_at_once_and_free_again_after_kill_9(tmp_path
 
 def test_a_fit_into_a_folder_in_use_refuses_before_training(digits_data, tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["python -m cse"])
-    configs = [ROOT / "configs" / "digits" / "sr4" / "task.yaml", ROOT / "configs" / "digits" / "train_cse.yaml"]
-    args = [
-        "fit",
-        *(f"--config={f}" for f in configs),
-        "--trainer.max_steps=1",
-        "--trainer.limit_val_batches=0",
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--data.init_args.train={digits_data / 'train'}",
-    ]
+    args = one_step_cse_fit(tmp_path, digits_data)
     holder = hold(tmp_path)
     try:
         with pytest.raises(FileExistsError, match="in use by another run"):

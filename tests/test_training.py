@@ -414,16 +414,21 @@ def test_missing_classifier_weights_are_a_clear_error(tmp_path):
     assert DigitsFeatures(str(tmp_path / "ok.safetensors")).num_features == 128
 
 
-def test_a_run_folder_is_never_restarted_over_nor_resumed_with_other_settings(digits_data, tmp_path):
+def one_step_cse_fit(root: Path, digits_data: Path) -> list[str]:
+    """``python -m cse fit`` of the digits x4 CSE recipe for one step into ``root``."""
     files = [CONFIGS / "digits" / "sr4" / "task.yaml", CONFIGS / "digits" / "train_cse.yaml"]
-    args = [
+    return [
         "fit",
         *(f"--config={f}" for f in files),
         "--trainer.max_steps=1",
         "--trainer.limit_val_batches=0",
-        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.default_root_dir={root}",
         f"--data.init_args.train={digits_data / 'train'}",
     ]
+
+
+def test_a_run_folder_is_never_restarted_over_nor_resumed_with_other_settings(digits_data, tmp_path):
+    args = one_step_cse_fit(tmp_path, digits_data)
     main(args)
     assert (tmp_path / "config.yaml").is_file()
     shutil.rmtree(tmp_path / "controlnet")  # as if that run had been interrupted before its export

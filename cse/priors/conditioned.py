@@ -17,14 +17,11 @@ from pathlib import Path
 
 from torch import Tensor
 
+from cse.errors import CSEMismatchError
 from cse.priors.base import Prior, PriorView
 
 RECORD_FILE = "cse.json"
 """Beside a CSE's ``config.json``: ``{"measurement": Measurement.describe()}`` of its training."""
-
-
-class CSEMismatchError(ValueError):
-    """A CSE attached to a prior for a measurement it was not trained with."""
 
 
 class ConditionedPrior(PriorView):

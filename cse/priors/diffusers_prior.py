@@ -157,6 +157,8 @@ class DiffusersPrior(Prior):
         )
         if gradient_checkpointing:
             prior.enable_gradient_checkpointing()
+        if max_decode_batch is not None and max_decode_batch < 1:
+            raise ValueError(f"max_decode_batch must be >= 1 (or None), got {max_decode_batch}")
         prior.max_decode_batch = max_decode_batch
         prior.optimize(channels_last, compile, compile_mode, decoder_attention)
         prior.cse_record, prior.cse_folder = cse.record, cse.folder

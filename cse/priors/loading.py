@@ -13,20 +13,8 @@ from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from torch import Tensor
 
+from cse.errors import PretrainedNotFoundError
 from cse.paths import project_path, where
-
-
-class PretrainedNotFoundError(FileNotFoundError):
-    """A model folder or hub id that could not be loaded; the message says how to fix it.
-    ``component`` says what it was ("diffusion prior", "ControlNet (CSE)", ...), so that a front end
-    can name its own option for passing a folder instead."""
-
-    def __init__(self, message: str, component: str = "model") -> None:
-        super().__init__(message)
-        self.component = component
-
-    def __reduce__(self):  # pickled whole (DDP and multiprocessing pass exceptions between processes)
-        return type(self), (str(self), self.component)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ class Method:
 
     def settings(self, num_steps: int, tuned: Mapping[str, Any]) -> dict[str, Any]:
         """The sampler's ``init_args`` at a tier's step count and a task's tuned settings."""
-        return {"num_steps": int(num_steps * self.steps_factor), **tuned, **self.fixed}
+        return {"num_steps": max(1, int(num_steps * self.steps_factor)), **tuned, **self.fixed}
 
 
 RESAMPLE_AS_THE_PAPER = {  # the paper's research code (eqs. 37-39): see configs/samplers/resample.yaml

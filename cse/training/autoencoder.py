@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from cse.metrics import psnr
 from cse.records import Batch, is_empty
 from cse.seeding import randn
-from cse.training.common import OPTIMIZER_ARGUMENTS, ConfiguredOptimizer, generators, skips_empty_batches
+from cse.training.common import ConfiguredOptimizer, generators, skips_empty_batches
 from cse.training.exports import ExportsWhenDone
 
 
@@ -48,8 +48,7 @@ class AutoencoderModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
         overwrite_export: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=OPTIMIZER_ARGUMENTS)
-        self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
+        self.keep_settings(optimizer, lr_scheduler)
         levels = len(block_out_channels)
         self.vae = AutoencoderKL(
             in_channels=3,

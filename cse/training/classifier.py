@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from cse.features import DigitsClassifier
 from cse.records import Batch
-from cse.training.common import OPTIMIZER_ARGUMENTS, ConfiguredOptimizer, generators, skips_empty_batches
+from cse.training.common import ConfiguredOptimizer, generators, skips_empty_batches
 from cse.training.exports import ExportsWhenDone
 
 
@@ -38,8 +38,7 @@ class ClassifierModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
         overwrite_export: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=OPTIMIZER_ARGUMENTS)
-        self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
+        self.keep_settings(optimizer, lr_scheduler)
         self.classifier = DigitsClassifier()
 
     def step(self, batch: Batch, name: str) -> Tensor:

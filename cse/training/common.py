@@ -4,6 +4,7 @@ optimizer and learning-rate schedule given in the config."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -58,6 +59,15 @@ class ConfiguredOptimizer:
 
     make_optimizer: OptimizerCallable
     make_lr_scheduler: LRSchedulerCallable | None
+
+    def keep_settings(
+        self, optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None, ignore: Iterable[str] = ()
+    ) -> None:
+        """In the module's ``__init__``: its arguments saved as hyper-parameters (the caller's frame;
+        ``ignore``, the optimizer and the schedule left out) and the optimizer and schedule kept."""
+        caller = inspect.currentframe().f_back
+        self.save_hyperparameters(ignore=[*ignore, *OPTIMIZER_ARGUMENTS], frame=caller)
+        self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         raise NotImplementedError

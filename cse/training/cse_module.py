@@ -19,7 +19,7 @@ from cse.priors.diffusers_prior import DiffusersPrior
 from cse.records import Batch
 from cse.samplers import Ancestral
 from cse.seeding import randn, seed_from_key
-from cse.training.common import OPTIMIZER_ARGUMENTS, ConfiguredOptimizer, generators, seeded_loss, skips_empty_batches
+from cse.training.common import ConfiguredOptimizer, generators, seeded_loss, skips_empty_batches
 from cse.training.exports import ExportsWhenDone
 
 
@@ -67,9 +67,8 @@ class CSEModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["prior", "measurement", *OPTIMIZER_ARGUMENTS])
+        self.keep_settings(optimizer, lr_scheduler, ignore=["prior", "measurement"])
         self.prior, self.measurement = prior, measurement
-        self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
         if prior.controlnet is None:
             prior.attach_controlnet()
         prior.controlnet.train().requires_grad_(True)

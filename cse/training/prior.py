@@ -17,7 +17,7 @@ from cse.priors.diffusers_prior import DiffusersPrior, save_pipeline_folder, sd_
 from cse.priors.schedule import DiscreteSchedule
 from cse.records import Batch
 from cse.seeding import randn
-from cse.training.common import OPTIMIZER_ARGUMENTS, ConfiguredOptimizer, generators, seeded_loss, skips_empty_batches
+from cse.training.common import ConfiguredOptimizer, generators, seeded_loss, skips_empty_batches
 from cse.training.exports import ExportsWhenDone
 
 
@@ -62,8 +62,7 @@ class PriorModule(ExportsWhenDone, ConfiguredOptimizer, LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["unet", *OPTIMIZER_ARGUMENTS])
-        self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
+        self.keep_settings(optimizer, lr_scheduler, ignore=["unet"])
         self.scheduler = sd_scheduler()
         prompt = torch.zeros(1, 1, unet.config.cross_attention_dim)
         autoencoder = load_vae(vae) if vae else None
