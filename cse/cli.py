@@ -196,7 +196,10 @@ class CLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
-            "--task", type=str | None, default=None, help="The task's column of its step table: <tier>/<task>."
+            "--task",
+            type=str | None,
+            default=None,
+            help=argparse.SUPPRESS,  # set by a task file (task: <tier>/<task>)
         )
         parser.add_argument(
             "--method", type=str | None, default=None, help=f"A method instead of a method file: {', '.join(METHODS)}."

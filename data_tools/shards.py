@@ -19,13 +19,14 @@ from cse.images import IMAGE_SUFFIXES, decode_image, eval_transform, image_probl
 from data_tools.writing import safe_key, write_manifest, write_shards
 
 
-def list_images(src: Path) -> list[Path]:
-    """Every entry under ``src`` but hidden ones (recursive, linked folders followed once, sorted);
-    non-images, dangling links and loops are caught when read, and skipped with the reason."""
-    return sorted(p for p, _ in walk_folder(src, suffixes=()) if not p.name.startswith("."))
+def list_images(src: Path) -> list[tuple[Path, str | None]]:
+    """Every entry under ``src`` but hidden ones (recursive, linked folders followed once, sorted),
+    with why it cannot be used when that is known from listing (a linked folder that loops); non-images
+    and dangling links are caught when read. Either is skipped with the reason."""
+    return sorted((p, problem) for p, problem in walk_folder(src, suffixes=()) if not p.name.startswith("."))
 
 
-def ordered(files: list[Path], seed: int | None) -> list[Path]:
+def ordered(files: list[tuple[Path, str | None]], seed: int | None) -> list[tuple[Path, str | None]]:
     if seed is None:
         return files
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -78,10 +79,12 @@ def pack(src: Path, out: Path, size: int, count: int | None, seed: int | None, s
 
     def samples():
         written = 0
-        for path in ordered(list_images(src), seed):
+        for path, problem in ordered(list_images(src), seed):
             if count is not None and written >= count:
                 return
             try:
+                if problem is not None:
+                    raise ValueError(problem)
                 key, image, metadata = prepare(path, src, size)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                 skipped.append({"source": path.relative_to(src).as_posix(), "reason": str(error)})

@@ -174,3 +174,18 @@ def test_reading_the_digits_imports_neither_lightning_nor_diffusers():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_shards_skip_a_looping_linked_folder_with_the_reason(tmp_path):
+    from PIL import Image
+
+    from data_tools.shards import build_shards
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    Image.new("RGB", (20, 20)).save(src / "sub" / "a.png")
+    (src / "sub" / "back").symlink_to("..")
+    summary = build_shards(src, tmp_path / "out", size=16)
+    assert summary["written"] == 1
+    assert [s["source"] for s in summary["skipped"]] == ["sub/back"]
+    assert "already listed" in summary["skipped"][0]["reason"]
