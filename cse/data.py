@@ -318,13 +318,14 @@ class ImageDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("image_size", image_size)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        counts = (("num_workers", num_workers), ("train_count", train_count), ("predict_count", predict_count))
-        for name, value in counts:
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        # a run that would restore or train on nothing is refused here, not after an empty loop
+        at_least_one = (("batch_size", batch_size), ("image_size", image_size))
+        at_least_one += (("train_count", train_count), ("predict_count", predict_count))
+        for name, value in at_least_one:
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (None: all), got {value}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.exclude: set[str] = set()  # keys already done (set by a resumable prediction writer)
 

@@ -204,7 +204,8 @@ def test_two_files_with_one_key_are_named_in_one_error(tmp_path):
         index_source(str(tmp_path))
 
 
-@pytest.mark.parametrize("option", ["batch_size", "image_size"])
-def test_a_zero_batch_or_image_size_is_refused_at_construction(option):
+@pytest.mark.parametrize("option", ["batch_size", "image_size", "predict_count", "train_count"])
+def test_a_zero_batch_size_image_size_or_count_is_refused_at_construction(option):
+    """predict_count=0 used to exit 0 with no summary, against "a run that restores nothing fails"."""
     with pytest.raises(ValueError, match=f"{option} must be >= 1"):
         ImageDataModule(predict="data", **{option: 0})

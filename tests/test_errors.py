@@ -12,7 +12,8 @@ TASK = ["--config", "configs/digits/sr4/task.yaml", "--config", "configs/sampler
     [
         (["--model.init_args.sampler.init_args.zeta=-8"], "cse.samplers.dps.DPS: zeta must be a finite number >= 0"),
         (["--model.init_args.sampler.init_args.num_steps=0"], "num_steps must be >= 1, got 0"),
-        (["--data.init_args.batch_size=0"], "batch_size must be >= 1, got 0"),
+        (["--data.init_args.batch_size=0"], "batch_size must be >= 1 (None: all), got 0"),
+        (["--data.init_args.predict_count=0"], "predict_count must be >= 1 (None: all), got 0"),
         (["--model.init_args.sampler.init_args.zetta=3"], "'zetta' is not accepted"),
     ],
 )
