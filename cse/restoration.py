@@ -190,7 +190,8 @@ class RestorationModule(LightningModule):
         recon = samples[0]
         with torch.no_grad():
             residual = per_sample_norm(measurement.operator(recon) - y)
-        self.warn_if_inconsistent(residual, y)
+        relative = residual / per_sample_norm(y).clamp_min(1e-12)
+        self.warn_if_inconsistent(residual, relative)
         cost = {
             "seconds": seconds / len(keys),
             "network_evaluations": counted.evaluations / len(keys),
@@ -198,7 +199,6 @@ class RestorationModule(LightningModule):
             "peak_memory_mb": torch.cuda.max_memory_allocated(images.device) / 2**20 if on_gpu else None,
             "batch_size": len(keys),
         }
-        relative = residual / per_sample_norm(y).clamp_min(1e-12)
         per_image = {"psnr": psnr(recon, images), "ssim": ssim(recon, images), "residual": residual}
         per_image["residual_relative"] = relative
         maps = None
@@ -214,13 +214,13 @@ class RestorationModule(LightningModule):
             keys, cpu(images), cpu(y), cpu(control), cpu(recon), metrics, None if maps is None else cpu(maps)
         )
 
-    def warn_if_inconsistent(self, residual: Tensor, y: Tensor) -> None:
-        """A restoration whose ``||A(x) - y||`` is far above ``||y||`` is not one: say so."""
-        scale = per_sample_norm(y).clamp_min(1e-12)
-        far = residual > RESIDUAL_WARNING * scale
+    def warn_if_inconsistent(self, residual: Tensor, relative: Tensor) -> None:
+        """A restoration whose ``||A(x) - y||`` (``residual``) is far above ``||y||`` (``relative``:
+        their ratio) is not one: say so (the summary flags it too, see ``residual_flag``)."""
+        far = relative > RESIDUAL_WARNING
         if far.any():
             rank_zero_warn(
                 f"{int(far.sum())} restoration(s) have a residual ||A(x) - y|| over {RESIDUAL_WARNING:g}x the "
-                f"measurement's norm (max {float(residual.max()):.3g} vs {float(scale.max()):.3g}): "
+                f"measurement's norm (max {float(residual.max()):.3g}, {float(relative.max()):.3g}x): "
                 "the step size is likely too large"
             )
