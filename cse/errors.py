@@ -125,13 +125,13 @@ def config_error(error: BaseException, argv: Sequence[str]) -> ConfigError:
     if missing is not None:  # a config reads ${steps.NAME} that the task's step table lacks
         key = (re.search(r"steps\.\w+", str(missing)) or re.search(r".+", str(missing))).group(0)
         return ConfigError(f"{key}: a config reads it from the task's step table, which has none for this task")
-    innermost = chain[-1]
-    reason = str(innermost).strip().splitlines()[0] if str(innermost).strip() else type(innermost).__name__
+    original = chain[-1]
+    reason = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
     unknown = re.match(r"(?:Key|Option) '([\w.]+)' is not accepted", reason)
     if unknown:
         return ConfigError(f"{reason}{unknown_option_hint(chain, unknown.group(1), argv)}")
     keys = [m.group(1) for e in chain for m in [re.search(r'Parser key "([\w.]+)"', str(e))] if m]
-    cls = refusing_class(innermost)
+    cls = refusing_class(original)
     where = f"{cls.__module__}.{cls.__qualname__}: " if cls is not None and cls.__module__.startswith("cse") else ""
     named = [p for p in init_parameters(cls) if re.search(rf"\b{p}\b", reason)] if cls else []
     given = next((g for g in (given_option(argv, p) for p in named) if g), None)

@@ -75,11 +75,6 @@ def build_prior(scale: str, device: str, dtype: torch.dtype) -> tuple[DiffusersP
     return DiffusersPrior.from_pretrained(ROOT / folder, torch_dtype=dtype).to(device), task
 
 
-def sampler_from_configs(task: str, method: str) -> Sampler:
-    """The sampler a run of the task file and configs/samplers/<method>.yaml builds."""
-    return build_sampler(task, method)
-
-
 def counted_setup(
     scale: str, method: str, dtype: torch.dtype, checkpointing: bool = False
 ) -> tuple[DiffusersPrior, Sampler]:
@@ -87,7 +82,7 @@ def counted_setup(
     prior, task = build_prior(scale, "meta" if scale == "sd2" else "cpu", dtype)
     if checkpointing:
         prior.enable_gradient_checkpointing()
-    return prior, sampler_from_configs(task, method)
+    return prior, build_sampler(task, method)
 
 
 def bounds_of(
@@ -98,7 +93,7 @@ def bounds_of(
 
 
 def measure(args, prior, task: str, method: str, batch: int, flops: dict[str, float]) -> dict:
-    sampler = sampler_from_configs(task, method)
+    sampler = build_sampler(task, method)
     operator, y, shape = problem(prior, batch)
     kinds = step_kinds(sampler)
     if y.is_cuda:
@@ -123,7 +118,7 @@ def measure(args, prior, task: str, method: str, batch: int, flops: dict[str, fl
 def largest_batch(args, prior, task: str, method: str, limit: int = 256) -> int:
     """The largest power-of-two batch whose step fits in memory (CUDA)."""
     batch, fits = 1, 0
-    sampler = sampler_from_configs(task, method)
+    sampler = build_sampler(task, method)
     while batch <= limit:
         try:
             operator, y, shape = problem(prior, batch)
@@ -141,7 +136,7 @@ def overhead(args) -> dict:
     """Share of a step spent outside the network: the step with the real UNet against the same step
     with a network that costs nothing (it returns zeros that still carry gradients)."""
     prior, task = build_prior(args.scale, args.device, torch.float32)
-    sampler = sampler_from_configs(task, "dps")
+    sampler = build_sampler(task, "dps")
     operator, y, shape = problem(prior, args.batch)
     real = time_steps(sampler, prior, operator, y, shape, args.steps)
     network = prior.network
@@ -167,7 +162,7 @@ def compare(args) -> dict:
 
             prior.unet.set_attn_processor(AttnProcessor())
         prior.optimize(**options)
-        sampler = sampler_from_configs(task, "dps")
+        sampler = build_sampler(task, "dps")
         sampler.num_steps = args.compare_steps
         operator, y, shape = problem(prior, 2)
         return sampler(prior, operator, y, [0, 1], shape=shape).float().clamp(-1, 1)
@@ -237,7 +232,7 @@ def profile_rows(args, dtype: torch.dtype) -> dict[str, dict]:
     optimize(args, prior)
     table = {}
     for method in args.samplers:
-        sampler = sampler_from_configs(task, method)
+        sampler = build_sampler(task, method)
         operator, y, shape = problem(prior, args.batch)
         ctx = sampler.context(prior, operator, y, list(range(len(y))), shape)
         sigmas = sampler.sigmas(prior)
