@@ -123,6 +123,16 @@ def state_template(prior: Prior, y: Tensor | None) -> Tensor:
     return reference.new_empty(0)
 
 
+def per_sample_std(noise_std: float | Tensor, batch: int, like: Tensor) -> Tensor:
+    """A noise std for all (a float) or per sample, as ``[batch]`` on ``like``'s device and dtype."""
+    std = torch.as_tensor(noise_std, dtype=torch.float64).detach().cpu()
+    if std.ndim == 0:
+        std = std.expand(batch)
+    if std.shape != (batch,) or not bool((std >= 0).all() & torch.isfinite(std).all()):
+        raise ValueError(f"noise_std must be a finite number >= 0 or one per sample ({batch}), got {noise_std}")
+    return std.to(device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float32)
+
+
 @dataclass
 class SamplingContext:
     """What a step sees: the prior's denoiser, the residual (None when unguided), fresh
@@ -137,6 +147,9 @@ class SamplingContext:
     eta: float = 1.0
     index: int = 0  # of the current step, 0 = the noisiest
     num_steps: int = 1
+    noise_std: Tensor | None = None
+    """``[B]`` std of each measurement's noise on the [-1, 1] scale (given, or estimated from ``y``):
+    what the methods with a likelihood of their own (DDRM, DiffPIR, PiGDM, DAPS) weigh ``y`` by."""
 
 
 class Schedule(Protocol):
@@ -182,20 +195,23 @@ class Sampler(ABC):
         y: Tensor | None,
         seeds: Sequence[int] | Tensor,
         shape: Sequence[int] | None = None,
+        noise_std: float | Tensor = 0.0,
     ) -> SamplingContext:
         """What the steps of one run see (see ``__call__`` for the arguments)."""
         self.validate(prior, operator, y)
         if y is not None and y.shape[0] != len(seeds):
             raise ValueError(f"need one seed per measurement: {len(seeds)} seeds for {y.shape[0]}")
+        template = state_template(prior, y)
         return SamplingContext(
             denoise=prior.denoise,
             residual=measurement_residual(prior, operator, y) if self.guided else None,
-            noise=PerSampleNoise(seeds, shape or prior.sample_shape, like=state_template(prior, y)),
+            noise=PerSampleNoise(seeds, shape or prior.sample_shape, like=template),
             prior=prior,
             operator=operator,
             y=y,
             eta=self.eta,
             num_steps=self.num_steps,
+            noise_std=per_sample_std(noise_std, len(seeds), template),
         )
 
     def middle_step(self, prior: Prior, ctx: SamplingContext, sigmas: list[float] | None = None) -> Tensor:
@@ -219,13 +235,16 @@ class Sampler(ABC):
         seeds: Sequence[int] | Tensor,
         callback: Callback | None = None,
         shape: Sequence[int] | None = None,
+        noise_std: float | Tensor = 0.0,
     ) -> Tensor:
         """Restore ``y`` ``[B, ...]`` with one seed per sample; returns ``[B, C, H, W]`` images (``decode``d).
 
         A "+CSE" run is a run on ``prior.conditioned(measurement.lift(y))``; ``shape`` overrides
-        ``prior.sample_shape``; ``callback`` receives a dict per step.
+        ``prior.sample_shape``; ``callback`` receives a dict per step; ``noise_std``: the std of
+        the measurement noise on [-1, 1], one for all or ``[B]`` (used by methods that weigh ``y``
+        by it; DPS, DMAP and the paper's other methods do not).
         """
-        ctx = self.context(prior, operator, y, seeds, shape)
+        ctx = self.context(prior, operator, y, seeds, shape, noise_std)
         sigmas = self.sigmas(prior)
         u = sigmas[0] * ctx.noise()
         for index, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
