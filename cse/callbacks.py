@@ -245,7 +245,8 @@ class ResultsWriter(BatchWriter):
         """What decides the outputs: the module's settings and the data's (source, image size)."""
         settings = pl_module.settings() if hasattr(pl_module, "settings") else {"module": type(pl_module).__name__}
         hparams = getattr(trainer.datamodule, "hparams", {})
-        data = {name: hparams.get(name) for name in ("predict", "image_size", "predict_count", "points")}
+        names = ("predict", "image_size", "predict_count", "points", "reference", "mask", "kernel", "noise_std")
+        data = {name: hparams.get(name) for name in names}
         return {**settings, "data": {k: v for k, v in data.items() if v is not None}}
 
     def check_settings(self, settings: dict) -> bool:
@@ -326,8 +327,9 @@ class RestorationWriter(ResultsWriter):
         self, trainer, pl_module, prediction: Restoration, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
         for i, key in enumerate(prediction.keys):
-            save_png(prediction.source[i], self.path("source", key))
-            if prediction.measurement.ndim == 4:  # image operators only
+            if prediction.source[i] is not None:  # a clean reference (simulated runs, paired folders)
+                save_png(prediction.source[i], self.path("source", key))
+            if prediction.measurement[i].ndim == 3:  # image operators only
                 save_png(prediction.measurement[i], self.path("measurement", key))
             save_png(prediction.control[i], self.path("control", key))
             if prediction.diversity is not None:
@@ -339,19 +341,26 @@ class RestorationWriter(ResultsWriter):
     def load(self, folder: str, keys: list[str]) -> torch.Tensor:
         return torch.stack([read_png(self.path(folder, key)) for key in keys])
 
+    def with_reference(self, keys: list[str]) -> list[str]:
+        """The keys that have a clean reference (``source/``): all on simulated runs."""
+        return [key for key in keys if self.path("source", key).exists()]
+
     def summarise(self, pl_module: LightningModule | None = None) -> dict[str, Any]:
         """Merge every rank's lines, add LPIPS and FID/KID, write metrics.jsonl, summary.json, grid.png."""
         rows = {key: row for key, row in self.rows().items() if self.path("recon", key).exists()}
         skipped = {key: row["reason"] for key, row in self.rows("skipped").items() if key not in rows}
         summary: dict[str, Any] = {"count": len(rows)}
+        referenced = self.with_reference(list(rows))
+        if len(referenced) < len(rows):
+            summary["quality_note"] = NO_REFERENCE.format(missing=len(rows) - len(referenced), count=len(rows))
         if rows:
-            self.add_lpips(rows)
+            self.add_lpips({key: rows[key] for key in referenced})
             summary |= means(rows.values())
-            if self.fid and len(rows) >= 2:
-                summary |= self.feature_distances(list(rows))
+            if self.fid and len(referenced) >= 2:
+                summary |= self.feature_distances(referenced)
             if summary.get("kid") is not None and summary["kid"] <= 0:
                 summary["kid_note"] = KID_NOTE
-            if self.fid and summary.get("kid") is None:
+            if self.fid and len(referenced) >= 2 and summary.get("kid") is None:
                 summary["kid_note"] = f"KID needs at least kid_subset_size={self.kid_subset_size} images"
         summary["skipped"] = skipped
         if flag := residual_flag(rows):
@@ -385,9 +394,13 @@ class RestorationWriter(ResultsWriter):
         return feature_distances(real, fake, self.feature_network, self.metric_weights_dir, self.kid_subset_size)
 
     def write_grid(self, keys: list[str]) -> None:
-        """Labelled rows: source, the CSE's control image (the lifted measurement), restoration."""
-        rows = [("source", "source"), ("control", "measurement, lifted"), ("recon", "restored")]
-        save_png(labelled_grid([(label, self.load(folder, keys)) for folder, label in rows]), self.out / "grid.png")
+        """Labelled rows: the clean source (where there is one), the measurement (image operators),
+        the CSE's control image (the lifted measurement), the restoration."""
+        rows = [("source", "source"), ("measurement", "measurement"), ("control", "measurement, lifted")]
+        rows = [(folder, label) for folder, label in rows if all(self.path(folder, k).exists() for k in keys)]
+        rows.append(("recon", "restored"))
+        images = [(label, [read_png(self.path(folder, key)) for key in keys]) for folder, label in rows]
+        save_png(labelled_grid(images), self.out / "grid.png")
 
 
 class AnalysisWriter(ResultsWriter):
@@ -426,6 +439,13 @@ def residual_flag(rows: dict[str, dict]) -> dict | None:
         "note": f"{len(far)} of {len(rows)} restorations have ||A(x) - y|| over {RESIDUAL_WARNING:g} x ||y||: "
         "they do not explain their measurements (is the step size far too large?)",
     }
+
+
+NO_REFERENCE = (
+    "{missing} of {count} restorations have no clean reference: PSNR, SSIM, LPIPS and FID/KID are over the "
+    "others only (none when no reference is given; --data.init_args.reference=FOLDER gives them), the residual "
+    "||A(x) - y|| over all"
+)
 
 
 def means(rows: Iterable[dict]) -> dict[str, float]:

@@ -218,6 +218,10 @@ class CLI(LightningCLI):
         if trainer.default_root_dir is None:
             configs = self.config_files
             trainer.default_root_dir = str(derived_root(configs)) if configs else "outputs/run"
+            given = config.get("data") if isinstance(config.get("data"), Namespace) else None
+            if given is not None and "MeasurementDataModule" in str(given.get("class_path")):
+                # one folder of results per folder of measurements
+                trainer.default_root_dir = str(Path(trainer.default_root_dir) / Path(given.init_args.predict).name)
         root = trainer.default_root_dir
         logger = trainer.logger
         is_wandb = isinstance(logger, Namespace) and "WandbLogger" in str(logger.get("class_path"))
@@ -316,5 +320,6 @@ def build(configs: Sequence[str | Path], *options: str) -> tuple[LightningModule
     """The model, data and trainer that the config files and OPTIONS make (composed and checked as
     ``python -m cse`` does), not run: for scripts and notebooks. No subcommand is run, so its own
     hooks (predict's ``return_predictions``, fit's folder checks) do not apply."""
+    quiet_other_peoples_advice()
     cli = make_cli([*(f"--config={c}" for c in configs), *options], run=False)
     return cli.model, cli.datamodule, cli.trainer

@@ -57,6 +57,7 @@ class SampleRef:
     size: int = -1
     meta: tuple[str, int, int] | None = None  # (file, offset, size) of the sample's JSON, if any
     problem: str | None = None  # why it cannot be read, found while listing (a symlink loop, ...)
+    extras: tuple[tuple[str, str, int, int], ...] = ()  # (member name, file, offset, size) of its other files
 
     def read(self) -> bytes:
         if self.problem is not None:
@@ -79,7 +80,7 @@ def shard_files(source: str) -> list[str]:
 def index_shards(files: list[str]) -> list[SampleRef]:
     """One reference per sample key holding an image member (webdataset layout ``{key}.{ext}``),
     with its ``{key}.json`` member when there is one."""
-    images, metas = {}, {}
+    images, metas, extras = {}, {}, {}
     for file in files:
         with tarfile.open(file) as tar:
             for member in tar:
@@ -90,7 +91,11 @@ def index_shards(files: list[str]) -> list[SampleRef]:
                     images[key] = (file, member.offset_data, member.size)
                 elif ext.lower() == "json":
                     metas[key] = (file, member.offset_data, member.size)
-    return [SampleRef(key, *where, meta=metas.get(key)) for key, where in images.items()]
+                else:  # e.g. a measurement's mask.png or kernel.npy
+                    extras.setdefault(key, []).append((ext.lower(), file, member.offset_data, member.size))
+    return [
+        SampleRef(key, *where, meta=metas.get(key), extras=tuple(extras.get(key, ()))) for key, where in images.items()
+    ]
 
 
 def index_folder(root: str) -> list[SampleRef]:

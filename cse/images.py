@@ -192,16 +192,19 @@ def heat_map(values: Tensor, vmax: float | None = None) -> np.ndarray:
     return (rgb * 255).round().astype(np.uint8)
 
 
-def labelled_grid(rows: Sequence[tuple[str, Tensor]], cell: int = 96, label_width: int = 110) -> Image.Image:
-    """Rows of ``[B, C, H, W]`` images on [-1, 1], each labelled on the left, every image scaled
-    (nearest neighbour) to ``cell`` pixels high so that small images stay visible."""
+def labelled_grid(rows: Sequence[tuple[str, Sequence[Tensor]]], cell: int = 96, label_width: int = 110) -> Image.Image:
+    """Rows of ``[C, H, W]`` images on [-1, 1] (a batch, or images of different sizes), each row
+    labelled on the left, every image scaled (nearest neighbour) to ``cell`` pixels high so that
+    small images stay visible."""
     pictures = []
     for _, images in rows:
-        images = images.detach().float().cpu()
-        images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-        width = max(1, round(cell * images.shape[-1] / images.shape[-2]))
-        scaled = F.interpolate(images, size=(cell, width), mode="nearest")
-        pictures.append(np.concatenate([to_uint8(image) for image in scaled], axis=1))
+        scaled = []
+        for image in images:
+            image = image.detach().float().cpu()[None]
+            image = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
+            width = max(1, round(cell * image.shape[-1] / image.shape[-2]))
+            scaled.append(to_uint8(F.interpolate(image, size=(cell, width), mode="nearest")[0]))
+        pictures.append(np.concatenate(scaled, axis=1))
     width = max(p.shape[1] for p in pictures)
     canvas = Image.new("RGB", (label_width + width, cell * len(rows)), "white")
     draw = ImageDraw.Draw(canvas)

@@ -3,6 +3,7 @@ a restoration produces per image, from the predict step to the writer."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NotRequired, TypedDict
 
@@ -32,8 +33,8 @@ class ImageMetrics(TypedDict):
     """One line of ``metrics.jsonl``: quality, consistency and cost of one restored image."""
 
     key: str
-    psnr: float  # dB, on [0, 1]
-    ssim: float
+    psnr: NotRequired[float]  # dB, on [0, 1]; where there is a clean reference
+    ssim: NotRequired[float]
     residual: float  # ||A(x_hat) - y||, the measurement's own scale
     residual_relative: float  # ||A(x_hat) - y|| / ||y||
     seconds: float  # sampling time per image (its batch's time / batch size)
@@ -41,27 +42,38 @@ class ImageMetrics(TypedDict):
     network_gradients: float  # of which back-propagated through
     peak_memory_mb: float | None  # peak CUDA memory of the batch (None on CPU)
     batch_size: int
+    noise_std: float  # of the measurement, on [-1, 1]: the task's, given, or estimated ("auto")
     diversity: NotRequired[float]  # mean per-pixel std over samples_per_image samples, on [-1, 1]
     lpips: NotRequired[float]  # added by the writer from the written PNGs
 
 
 @dataclass
 class Restoration:
-    """A restored batch, every image on [-1, 1] and every tensor on the CPU.
+    """A restored batch, every image on [-1, 1] and every tensor on the CPU: a batch ``[B, ...]``, or
+    a list of ``B`` images of different sizes (measurements as given, restored by size).
 
-    ``measurement`` is image-shaped for image operators (and written as PNGs then); ``control``
-    is the CSE's control image ``measurement.lift(y)``; ``diversity`` the per-pixel std maps
-    ``[B, H, W]`` when several samples per image were drawn.
+    ``source`` is the clean image (None where there is none: a measurement as given without a
+    reference); ``measurement`` is image-shaped for image operators (and written as PNGs then);
+    ``control`` is the CSE's control image ``measurement.lift(y)``; ``diversity`` the per-pixel std
+    maps ``[B, H, W]`` when several samples per image were drawn.
     """
 
     keys: list[str]
-    source: Tensor
-    measurement: Tensor
-    control: Tensor
-    recon: Tensor
+    source: Sequence[Tensor | None]
+    measurement: Sequence[Tensor]
+    control: Sequence[Tensor]
+    recon: Sequence[Tensor]
     metrics: list[ImageMetrics]
-    diversity: Tensor | None = None
+    diversity: Sequence[Tensor] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) left out of this batch
+
+    @classmethod
+    def concatenate(cls, parts: list[Restoration], skipped: list[tuple[str, str]]) -> Restoration:
+        """The restorations of several batches as one, their images as lists."""
+        joined = lambda name: [image for part in parts for image in getattr(part, name)]  # noqa: E731
+        maps = joined("diversity") if parts and all(p.diversity is not None for p in parts) else None
+        images = {name: joined(name) for name in ("source", "measurement", "control", "recon")}
+        return cls(joined("keys"), **images, metrics=joined("metrics"), diversity=maps, skipped=skipped)
 
 
 @dataclass

@@ -21,7 +21,8 @@ def reflect_index(length: int, pad: int, device: torch.device) -> Tensor:
 
 
 class Convolution(LinearOperator):
-    """Per-channel correlation with ``kernel`` ``[k_h, k_w]`` (odd sizes), reflect-padded to keep the size.
+    """Per-channel correlation with ``kernel`` ``[k_h, k_w]`` (odd sizes), reflect-padded to keep the size;
+    or with one kernel per image, ``[B, k_h, k_w]`` (a batch of measurements each blurred by its own).
 
     Padding is the linear map ``P`` (gather by :func:`reflect_index`), so the adjoint is exact:
     ``A^T = P^T C^T`` with ``C^T`` a transposed convolution and ``P^T`` a scatter-add.
@@ -30,8 +31,8 @@ class Convolution(LinearOperator):
     def __init__(self, kernel: Tensor) -> None:
         super().__init__()
         kernel = torch.as_tensor(kernel, dtype=torch.float32)
-        if kernel.ndim != 2 or kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
-            raise ValueError(f"kernel must be 2-D with odd sides, got shape {tuple(kernel.shape)}")
+        if kernel.ndim not in (2, 3) or kernel.shape[-2] % 2 == 0 or kernel.shape[-1] % 2 == 0:
+            raise ValueError(f"kernel must be [k_h, k_w] or [B, k_h, k_w] with odd sides, got {tuple(kernel.shape)}")
         self.register_buffer("kernel", kernel)
 
     def extra_repr(self) -> str:
@@ -41,23 +42,36 @@ class Convolution(LinearOperator):
         return {**super().describe(), "kernel": list(self.kernel.shape), "digest": tensor_digest(self.kernel)}
 
     def _weight(self, like: Tensor) -> Tensor:
+        """Grouped-convolution weights: one kernel per channel, or per channel of each image."""
         channels = like.shape[1]
-        return self.kernel.to(like)[None, None].expand(channels, 1, -1, -1)
+        if self.kernel.ndim == 2:
+            return self.kernel.to(like)[None, None].expand(channels, 1, -1, -1)
+        if self.kernel.shape[0] != like.shape[0]:
+            raise ValueError(f"{self.kernel.shape[0]} kernels for a batch of {like.shape[0]} images")
+        return self.kernel.to(like).repeat_interleave(channels, 0)[:, None]
+
+    def _grouped(self, conv, x: Tensor) -> Tensor:
+        """``conv(x, weight, groups)`` per channel, each image with its own kernel when there are several."""
+        if self.kernel.ndim == 2:
+            return conv(x, self._weight(x), groups=x.shape[1])
+        folded = x.reshape(1, -1, *x.shape[-2:])  # [1, B C, H, W]: the batch folded into the groups
+        out = conv(folded, self._weight(x), groups=folded.shape[1])
+        return out.reshape(*x.shape[:2], *out.shape[-2:])
 
     def _pad_indices(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        pad_h, pad_w = self.kernel.shape[0] // 2, self.kernel.shape[1] // 2
+        pad_h, pad_w = self.kernel.shape[-2] // 2, self.kernel.shape[-1] // 2
         return reflect_index(like.shape[-2], pad_h, like.device), reflect_index(like.shape[-1], pad_w, like.device)
 
     def forward(self, x: Tensor) -> Tensor:
         check_image(x)
         rows, cols = self._pad_indices(x)
         padded = x.index_select(-2, rows).index_select(-1, cols)
-        return F.conv2d(padded, self._weight(x), groups=x.shape[1])
+        return self._grouped(F.conv2d, padded)
 
     def adjoint(self, y: Tensor) -> Tensor:
         check_image(y, "measurement")
         rows, cols = self._pad_indices(y)
-        padded = F.conv_transpose2d(y, self._weight(y), groups=y.shape[1])
+        padded = self._grouped(F.conv_transpose2d, y)
         folded = y.new_zeros(*y.shape[:-1], padded.shape[-1]).index_add(-2, rows, padded)
         return torch.zeros_like(y).index_add(-1, cols, folded)
 

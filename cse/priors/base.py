@@ -56,6 +56,12 @@ class Prior(nn.Module, ABC):
         """Shape of one diffusion state for images of ``image_shape`` (``[..., H, W]``)."""
         return self.sample_shape
 
+    @property
+    def size_multiple(self) -> int | None:
+        """What an image's sides must be multiples of (the networks' down-sampling, times the VAE
+        factor); None: the prior takes images of ``sample_shape`` only."""
+        return None
+
     def encode(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
         """Images to the prior's space: the encoder's mean, or with standard-normal ``noise`` (shaped
         like the result) a draw from its posterior. The identity for pixel priors."""
@@ -90,6 +96,10 @@ class PriorView(Prior):
 
     def state_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
         return self.prior.state_shape(image_shape)
+
+    @property
+    def size_multiple(self) -> int | None:
+        return self.prior.size_multiple
 
     def encode(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
         return self.prior.encode(images, noise)

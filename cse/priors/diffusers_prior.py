@@ -214,6 +214,11 @@ class DiffusersPrior(Prior):
     def image_size(self) -> int:
         return self.sample_shape[-1] * self.latent_factor
 
+    @property
+    def size_multiple(self) -> int:
+        """The VAE factor times the UNet's down-sampling (every down block but the last halves)."""
+        return self.latent_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
     def state_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
         """Shape of one diffusion state for images of ``[..., H, W]`` (any size the VAE divides)."""
         height, width = image_shape[-2:]
