@@ -74,10 +74,12 @@ def step_kinds(sampler: Sampler) -> dict[str, int]:
     return kinds
 
 
-def problem(prior: DiffusersPrior, batch: int, factor: int = 8) -> tuple[Operator, torch.Tensor, torch.Size]:
-    """A super-resolution problem of ``batch`` seeded random images at the prior's size (x``factor``
-    where it divides the size, else x4): the operator, ``y`` and the sampler's state shape."""
-    size = prior.image_size
+def problem(
+    prior: DiffusersPrior, batch: int, factor: int = 8, size: int | None = None
+) -> tuple[Operator, torch.Tensor, torch.Size]:
+    """A super-resolution problem of ``batch`` seeded random images at the prior's size, or ``size``
+    (x``factor`` where it divides the size, else x4): the operator, ``y`` and the sampler's state shape."""
+    size = size or prior.image_size
     measurement = Measurement(SuperResolution(factor if size % factor == 0 else 4))
     device = prior.prompt_embeds.device
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
@@ -244,10 +246,11 @@ def storage_key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage()._cdata
 
 
-def memory_model(prior: DiffusersPrior, sampler: Sampler, batch: int) -> dict[str, float]:
-    """Peak memory of a step (GiB), from the tensors it makes on meta tensors, plus the weights: what
-    ``torch.cuda.max_memory_allocated`` would report, less workspaces and the allocator's rounding."""
-    operator, y, shape = problem(prior, batch)
+def memory_model(prior: DiffusersPrior, sampler: Sampler, batch: int, size: int | None = None) -> dict[str, float]:
+    """Peak memory of a step (GiB) on images of ``size`` (default: the prior's), from the tensors it
+    makes on meta tensors, plus the weights: what ``torch.cuda.max_memory_allocated`` would report,
+    less workspaces and the allocator's rounding."""
+    operator, y, shape = problem(prior, batch, size=size)
     weights = sum(t.numel() * t.element_size() for t in [*prior.parameters(), *prior.buffers()])
     peak = 0
     for kind in step_kinds(sampler):

@@ -251,10 +251,12 @@ def estimate_memory(args, dtype: torch.dtype) -> dict[str, list[dict]]:
     table = {}
     for method in args.samplers:
         table[method] = [
-            memory_model(*counted_setup(args.scale, method, dtype, args.checkpointing), b) for b in args.memory
+            memory_model(*counted_setup(args.scale, method, dtype, args.checkpointing), b, args.image_size)
+            for b in args.memory
         ]
         sizes = ", ".join(f"batch {row['batch']} {row['peak_gib']:.1f}" for row in table[method])
-        print(f"{method:>10}: estimated peak memory (GiB, weights {table[method][0]['weights_gib']:.2f}): {sizes}")
+        at = f" at {args.image_size} px" if args.image_size else ""
+        print(f"{method:>10}: estimated peak memory{at} (GiB, weights {table[method][0]['weights_gib']:.2f}): {sizes}")
     return table
 
 
@@ -297,6 +299,7 @@ def main() -> None:
     parser.add_argument(
         "--memory", type=int, nargs="+", metavar="BATCH", help="estimate peak memory at these batch sizes (any machine)"
     )
+    parser.add_argument("--image-size", type=int, help="--memory on images of this side (default: the prior's)")
     parser.add_argument(
         "--gpu", choices=sorted(PEAK_TFLOPS), help="whose bounds to compute (default: this GPU, or H100)"
     )

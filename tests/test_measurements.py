@@ -212,3 +212,12 @@ def test_too_large_and_unknown_operators_are_refused_in_one_line(tmp_path, capsy
     assert summary["count"] == 3 and "max_pixels=300" in summary["skipped"]["tall_7x5"]  # 28x20 = 560 px
     with pytest.raises(InputError, match="blind restoration is not in scope"):
         run("nlblur", ROOT / "examples/digits/gblur", tmp_path / "nl")
+
+
+def test_a_latent_prior_restores_an_off_size_measurement_padded_to_its_vae_and_unet(tiny_latent):
+    prior = DiffusersPrior.from_pretrained(tiny_latent)
+    module = RestorationModule(prior, Measurement(SuperResolution(2)), DPS(1.0, 2))
+    y = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    restored = given(module, y, ["a", "b"])
+    assert prior.size_multiple > 2 and restored.recon[0].shape == (3, 10, 14)
+    assert all(np.isfinite(m["residual"]) for m in restored.metrics)
