@@ -31,7 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from cse import runs
-from cse.errors import ResultsFlagged
+from cse.errors import InputError, ResultsFlagged
 from cse.images import heat_map, labelled_grid, read_png, remove_temporaries, save_png, write_atomic, write_text_atomic
 from cse.metrics import ALEXNET_FILE, INCEPTION_FILE, LPIPS, feature_distances, weights_file
 from cse.records import RESIDUAL_WARNING, Restoration, Samples
@@ -370,7 +370,7 @@ class RestorationWriter(ResultsWriter):
         write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
         if not rows:
             reasons = "; ".join(f"{k}: {r}" for k, r in list(skipped.items())[:5])
-            raise RuntimeError(f"nothing was restored into {self.out}: {len(skipped)} input(s) skipped ({reasons})")
+            raise InputError(f"nothing was restored into {self.out}: {len(skipped)} input(s) skipped ({reasons})")
         self.write_grid(list(rows)[: self.grid_size])
         if flag and self.strict:
             raise ResultsFlagged(f"{flag['note']} (strict=true; results and summary.json are written in {self.out})")

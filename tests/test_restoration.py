@@ -22,6 +22,7 @@ import cse.callbacks
 from cse.callbacks import RestorationWriter
 from cse.cli import derived_root, main
 from cse.data import ImageDataModule
+from cse.errors import InputError
 from cse.features import PixelFeatures
 from cse.operators import Convolution, MatrixOperator, Measurement, SuperResolution
 from cse.priors import DiffusersPrior, build_controlnet
@@ -460,7 +461,7 @@ def test_only_unreadable_inputs_fail_the_run_and_are_listed(tiny_latent, tmp_pat
     (bad / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (bad / "b.jpg").write_bytes(b"not an image")
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(bad / "c.png")
-    with pytest.warns(UserWarning, match="skipping"), pytest.raises(RuntimeError, match="nothing was restored"):
+    with pytest.warns(UserWarning, match="skipping"), pytest.raises(InputError, match="nothing was restored"):
         restore(tiny_latent, str(bad), tmp_path / "out")
     skipped = summary(tmp_path / "out")["skipped"]
     assert set(skipped) == {"a", "b", "c"} and "too small: 4x4 < 16" in skipped["c"]
