@@ -221,3 +221,35 @@ def test_a_latent_prior_restores_an_off_size_measurement_padded_to_its_vae_and_u
     restored = given(module, y, ["a", "b"])
     assert prior.size_multiple > 2 and restored.recon[0].shape == (3, 10, 14)
     assert all(np.isfinite(m["residual"]) for m in restored.metrics)
+
+
+def test_shards_carry_each_measurements_mask_and_kernel_as_members(tmp_path):
+    import io
+    import tarfile
+
+    from cse.measurements import MeasurementDataModule
+
+    def member(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    def png(array):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    kernel = io.BytesIO()
+    np.save(kernel, np.ones((3, 3)))
+    hole = np.zeros((6, 6), np.uint8)
+    hole[:2] = 255
+    with tarfile.open(tmp_path / "shard-000000.tar", "w") as tar:
+        member(tar, "a.png", png(np.full((6, 6, 3), 128, np.uint8)))
+        member(tar, "a.mask.png", png(hole))
+        member(tar, "b.png", png(np.full((6, 6, 3), 64, np.uint8)))
+        member(tar, "b.kernel.npy", kernel.getvalue())
+    batch = next(iter(MeasurementDataModule(str(tmp_path), batch_size=2).predict_dataloader()))
+    assert batch["key"] == ["a", "b"] and not batch["skipped"]
+    assert batch["mask"][0][0, :2].sum() == 0 and batch["mask"][0][0, 2:].min() == 1 and batch["mask"][1] is None
+    torch.testing.assert_close(batch["kernel"][1], torch.full((3, 3), 1 / 9))
+    assert batch["kernel"][0] is None
