@@ -27,6 +27,7 @@ DeepInverse's images are on [0, 1] with sigma on that scale; the bridge converts
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -96,21 +97,23 @@ def in_batches(prior: CountingPrior, count: int, batch: int, run) -> tuple[Tenso
     return torch.cat(outs), (time.perf_counter() - start_time) / count, prior.evaluations / count
 
 
-def deepinv_method(name: str, nfe: int, denoiser, noise_floor: float):
+def deepinv_method(name: str, nfe: int, denoiser, diffpir: dict):
     """DeepInverse's DDRM (sigmas linspace(1, 0, nfe) on [0, 1]: nfe evaluations, its defaults
-    eta=0.85, etab=1) or DiffPIR (max_iter=nfe, its defaults lambda=7, zeta=0.1), as ``f(y01, physics)``."""
+    eta=0.85, etab=1) or DiffPIR (max_iter=nfe, ``diffpir``'s lambda_ and zeta), as ``f(y01, physics)``."""
     import deepinv
 
     if name == "ddrm":
         return deepinv.sampling.DDRM(denoiser, sigmas=np.linspace(1, 0, nfe))
-    return deepinv.sampling.DiffPIR(denoiser, deepinv.optim.data_fidelity.L2(), max_iter=nfe, sigma=noise_floor / 2)
+    fidelity = deepinv.optim.data_fidelity.L2()
+    return deepinv.sampling.DiffPIR(denoiser, fidelity, max_iter=nfe, lambda_=diffpir["lambda_"], zeta=diffpir["zeta"])
 
 
-def run_deepinv(prior: CountingPrior, name: str, nfe: int, y: Tensor, operator, shape, batch: int, floor: float):
-    """DeepInverse's ``name`` on the SVD physics of ``operator`` (its noise level: 0 for DDRM, ``floor``
-    for DiffPIR, whose rho divides by it); ``y`` on [-1, 1] in, images on [-1, 1] out."""
-    method = deepinv_method(name, nfe, to_denoiser(prior), floor)
-    physics = SVDPhysics(operator, shape, noise_std=floor if name == "diffpir" else 0.0)
+def run_deepinv(prior: CountingPrior, name: str, nfe: int, y: Tensor, operator, shape, batch: int, diffpir: dict):
+    """DeepInverse's ``name`` on the SVD physics of ``operator``; its noise level (which both read from
+    the physics) is 0 for DDRM and ``diffpir["floor"]`` for DiffPIR, whose rho is 0 at 0 (gamma = 1 / 0).
+    ``y`` on [-1, 1] in, images on [-1, 1] out."""
+    method = deepinv_method(name, nfe, to_denoiser(prior), diffpir)
+    physics = SVDPhysics(operator, shape, noise_std=diffpir["floor"] if name == "diffpir" else 0.0)
 
     def run(part: slice) -> Tensor:
         torch.manual_seed(part.start)  # DeepInverse draws from the global generator
@@ -148,33 +151,74 @@ def run_ours(prior: CountingPrior, name: str, nfe: int, y: Tensor, operator, sha
     return in_batches(prior, len(y), batch, run)
 
 
-def compare_quality(prior: CountingPrior, nfes: list[int], count: int, batch: int, floor: float) -> None:
-    """Mean PSNR, seconds and evaluations per image of DeepInverse's and our DDRM / DiffPIR on SR x4 digits."""
-    keys, images = test_digits(count)
+def load_record(path: Path | None, settings: dict) -> dict:
+    """The runs recorded at ``path`` under the same settings (none otherwise): those are not rerun."""
+    if path is None or not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    if record.get("settings") != settings:
+        print(f"{path}: recorded under other settings, rerunning everything")
+        return {}
+    return record["runs"]
+
+
+def label(who: str, name: str, nfe: int, diffpir: dict) -> str:
+    """A run's name in the record; DeepInverse's DiffPIR with its settings."""
+    if who == "DeepInverse" and name == "diffpir":
+        return (
+            f"{who} {name} {nfe} (lambda {diffpir['lambda_']:g}, zeta {diffpir['zeta']:g}, floor {diffpir['floor']:g})"
+        )
+    return f"{who} {name} {nfe}"
+
+
+def paired(runs: dict, nfes: list[int], diffpir: dict) -> list[str]:
+    """Per method and NFE with both sides recorded: ours - DeepInverse, mean ± std over the images."""
+    lines = []
+    for nfe in nfes:
+        for name in OURS:
+            ours, theirs = (
+                runs.get(label("cse", name, nfe, diffpir)),
+                runs.get(label("DeepInverse", name, nfe, diffpir)),
+            )
+            if ours and theirs:
+                diff = torch.tensor(ours["psnr"]) - torch.tensor(theirs["psnr"])
+                lines.append(f"{name} @ {nfe}: cse - DeepInverse = {diff.mean():+.2f} ± {diff.std():.2f} dB (paired)")
+    return lines
+
+
+def compare_quality(prior: CountingPrior, args: argparse.Namespace) -> None:
+    """Mean PSNR, seconds and evaluations per image of DeepInverse's and our DDRM / DiffPIR on SR x4
+    digits; per-image PSNRs kept in ``args.record`` (runs found there under the same settings are reused)."""
+    keys, images = test_digits(args.count)
     y, measurement = sr4_measurement().measure_keys(images, keys, "0")
     operator, shape = measurement.operator, tuple(images.shape[1:])
+    diffpir = {"lambda_": args.diffpir_lambda, "zeta": args.diffpir_zeta, "floor": args.noise_floor}
+    settings = {"keys": keys, "batch": args.batch}
+    runs = load_record(args.record, settings)
     missing = [name for name in OURS if name not in METHODS]
     if missing:
         print(f"our {', '.join(missing)}: absent from cse.samplers.registry.METHODS (only DeepInverse's run)")
-    print(f"SR x4, {len(keys)} test digits, batch {batch}, DiffPIR noise floor {floor} on [-1, 1]")
-    print("| method | NFE asked | NFE / image | mean PSNR (dB) | s / image |\n|---|---|---|---|---|")
-    scores = {}
-    for nfe in nfes:
+    print(f"SR x4, {len(keys)} test digits, batch {args.batch}, DeepInverse DiffPIR {diffpir} (floor on [-1, 1])")
+    print("| method | NFE / image | mean PSNR (dB) | s / image |\n|---|---|---|---|")
+    for nfe in args.nfe:
         for name in OURS:
-            runs = {
-                "DeepInverse": run_deepinv(prior, name, nfe, y, operator, shape, batch, floor),
-                "cse": run_ours(prior, name, nfe, y, operator, shape, keys, batch),
-            }
-            for who, result in runs.items():
-                if result is not None:
+            for who in ("DeepInverse", "cse"):
+                key = label(who, name, nfe, diffpir)
+                if key not in runs:
+                    if who == "DeepInverse":
+                        result = run_deepinv(prior, name, nfe, y, operator, shape, args.batch, diffpir)
+                    else:
+                        result = run_ours(prior, name, nfe, y, operator, shape, keys, args.batch)
+                    if result is None:
+                        continue
                     out, seconds, evaluations = result
-                    scores[who, name, nfe] = psnr(out, images)
-                    mean = scores[who, name, nfe].mean()
-                    print(f"| {who} {name} | {nfe} | {evaluations:.0f} | {mean:.2f} | {seconds:.4f} |", flush=True)
-    for (who, name, nfe), ours in scores.items():
-        if who == "cse":
-            diff = ours - scores["DeepInverse", name, nfe]
-            print(f"{name} @ {nfe}: cse - DeepInverse = {diff.mean():+.2f} ± {diff.std():.2f} dB (paired, per image)")
+                    runs[key] = {"psnr": psnr(out, images).tolist(), "seconds": seconds, "evaluations": evaluations}
+                    if args.record is not None:
+                        args.record.write_text(json.dumps({"settings": settings, "runs": runs}, indent=1))
+                run = runs[key]
+                mean = sum(run["psnr"]) / len(run["psnr"])
+                print(f"| {key} | {run['evaluations']:.0f} | {mean:.2f} | {run['seconds']:.4f} |", flush=True)
+    print("\n".join(paired(runs, args.nfe, diffpir)))
 
 
 def main() -> None:
@@ -186,11 +230,14 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, nargs="+", default=[50, 100], help="quality: network evaluations")
     parser.add_argument("--count", type=int, default=200, help="quality: test digits")
     parser.add_argument("--noise-floor", type=float, default=0.002, help="quality: DiffPIR's sigma_y on [-1, 1]")
+    parser.add_argument("--diffpir-lambda", type=float, default=7.0, help="quality: DeepInverse DiffPIR's lambda_")
+    parser.add_argument("--diffpir-zeta", type=float, default=0.1, help="quality: DeepInverse DiffPIR's zeta")
+    parser.add_argument("--record", type=Path, help="quality: per-image PSNRs kept here; runs found are reused")
     args = parser.parse_args()
     torch.manual_seed(0)
     prior = CountingPrior(DiffusersPrior.from_pretrained(ROOT / "checkpoints/digits/prior"))
     if args.quality:
-        compare_quality(prior, args.nfe, args.count, args.batch, args.noise_floor)
+        compare_quality(prior, args)
     else:
         compare_cost(prior, args.batch, args.steps, args.repeats)
 
