@@ -147,3 +147,11 @@ def test_deepinv_ddrm_and_diffpir_run_on_the_bridge(pixel_prior):
     diffpir = dinv.sampling.DiffPIR(denoiser, dinv.optim.data_fidelity.L2(), max_iter=3)
     for out in (ddrm(y01, SVDPhysics(operator, IMAGE)), diffpir(y01, SVDPhysics(operator, IMAGE, noise_std=0.02))):
         assert out.shape == x.shape and out.isfinite().all()
+
+
+def test_deepinv_matlab_downsampling_is_our_super_resolution():
+    ours, theirs = SuperResolution(4), from_physics(dinv.physics.DownsamplingMatlab(factor=4, img_size=IMAGE))
+    x = torch.rand(3, *IMAGE) * 2 - 1
+    torch.testing.assert_close(theirs(x), ours(x), atol=1e-6, rtol=0)
+    y = torch.randn_like(ours(x))
+    torch.testing.assert_close(theirs.adjoint(y), ours.adjoint(y), atol=1e-5, rtol=0)
