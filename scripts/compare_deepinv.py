@@ -75,9 +75,11 @@ def compare_cost(prior: CountingPrior, batch: int, steps: int, repeats: int) -> 
     print(f"  DeepInverse DPS: {1e3 * theirs:.2f} ms   (ratio cse / DeepInverse: {ours / theirs:.2f})")
 
 
-def test_digits(count: int) -> tuple[list[str], Tensor]:
-    """The first ``count`` test digits in key order (data/digits/test), on [-1, 1]."""
-    refs = index_source(str(ROOT / "data/digits/test"))[:count]
+def digits(split: str, count: int) -> tuple[list[str], Tensor]:
+    """The first ``count`` test digits, or the last ``count`` train digits (where cse tunes step sizes),
+    in key order (data/digits/<split>), on [-1, 1]."""
+    refs = index_source(str(ROOT / "data/digits" / split))
+    refs = refs[:count] if split == "test" else refs[-count:]
     batch = collate([ImageDataset(refs, eval_transform(16))[i] for i in range(len(refs))])
     return batch["key"], batch["image"]
 
@@ -189,7 +191,7 @@ def paired(runs: dict, nfes: list[int], diffpir: dict) -> list[str]:
 def compare_quality(prior: CountingPrior, args: argparse.Namespace) -> None:
     """Mean PSNR, seconds and evaluations per image of DeepInverse's and our DDRM / DiffPIR on SR x4
     digits; per-image PSNRs kept in ``args.record`` (runs found there under the same settings are reused)."""
-    keys, images = test_digits(args.count)
+    keys, images = digits(args.split, args.count)
     y, measurement = sr4_measurement().measure_keys(images, keys, "0")
     operator, shape = measurement.operator, tuple(images.shape[1:])
     diffpir = {"lambda_": args.diffpir_lambda, "zeta": args.diffpir_zeta, "floor": args.noise_floor}
@@ -198,7 +200,9 @@ def compare_quality(prior: CountingPrior, args: argparse.Namespace) -> None:
     missing = [name for name in OURS if name not in METHODS]
     if missing:
         print(f"our {', '.join(missing)}: absent from cse.samplers.registry.METHODS (only DeepInverse's run)")
-    print(f"SR x4, {len(keys)} test digits, batch {args.batch}, DeepInverse DiffPIR {diffpir} (floor on [-1, 1])")
+    print(
+        f"SR x4, {len(keys)} {args.split} digits, batch {args.batch}, DeepInverse DiffPIR {diffpir} (floor on [-1, 1])"
+    )
     print("| method | NFE / image | mean PSNR (dB) | s / image |\n|---|---|---|---|")
     for nfe in args.nfe:
         for name in OURS:
@@ -228,7 +232,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="cost: best of this many runs each")
     parser.add_argument("--quality", action="store_true", help="the SR x4 quality cross-check instead of cost")
     parser.add_argument("--nfe", type=int, nargs="+", default=[50, 100], help="quality: network evaluations")
-    parser.add_argument("--count", type=int, default=200, help="quality: test digits")
+    parser.add_argument("--count", type=int, default=200, help="quality: digits")
+    parser.add_argument("--split", choices=["test", "train"], default="test", help="quality: train = tuning digits")
     parser.add_argument("--noise-floor", type=float, default=0.002, help="quality: DiffPIR's sigma_y on [-1, 1]")
     parser.add_argument("--diffpir-lambda", type=float, default=7.0, help="quality: DeepInverse DiffPIR's lambda_")
     parser.add_argument("--diffpir-zeta", type=float, default=0.1, help="quality: DeepInverse DiffPIR's zeta")
