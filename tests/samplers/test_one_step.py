@@ -282,3 +282,66 @@ def test_noise_level_step_scaling_is_the_implied_likelihood_weight(setting):
         plain, _ = sampler_class(0.25).step(u, sigma, sigma_next, context(prior, A, y, Stream(z)))
         assert not torch.allclose(plain, scaled)
     assert scaled_step(0.25, sigma, sigma_next, "constant") == 0.25
+
+
+# -- the spectral methods (cse.operators.svd) -----------------------------------------------------
+
+
+def spectral(A):
+    """The full SVD of the matrix A [M, D] by numpy-free torch: U [M, M], s [D] (zero-padded), V [D, D]."""
+    U, s, Vh = torch.linalg.svd(A.A, full_matrices=True)
+    return U, torch.cat([s, s.new_zeros(A.A.shape[1] - s.shape[0])]), Vh.T
+
+
+@pytest.mark.parametrize("sigma, sigma_next", [*STEPS, (0.3, 0.0)])
+@pytest.mark.parametrize("sigma_y", [0.0, 0.2])
+def test_ddrm_step(setting, sigma, sigma_next, sigma_y):
+    """Kawar et al. 2022, eq. 8, coefficient by coefficient in A's SVD (eta 0.85, eta_b 1 and 0.6)."""
+    from cse.samplers import DDRM
+
+    prior, A, y, g = setting
+    U, s, V = spectral(A)
+    for eta_b in (1.0, 0.6):
+        eta = 0.85
+        u, z = sigma * torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+        ctx = context(prior, A, y, Stream(z))
+        ctx.noise_std, ctx.eta = torch.full((3,), sigma_y), eta
+        ours, _ = DDRM(eta=eta, eta_b=eta_b).step(u, sigma, sigma_next, ctx)
+        for i in range(3):
+            x0 = prior.denoise(u[i][None], sigma)[0]
+            xb0, xbt, uy = V.T @ x0, V.T @ u[i], U.T @ y[i]
+            expected = torch.empty(8)
+            for k in range(8):
+                if s[k] > 0 and s[k] * sigma_next > sigma_y:
+                    spread = math.sqrt(sigma_next**2 - sigma_y**2 * eta_b**2 / s[k] ** 2)
+                    expected[k] = (1 - eta_b) * xb0[k] + eta_b * uy[k] / s[k] + spread * z[i, k]
+                elif s[k] > 0 and s[k] * sigma_next < sigma_y:
+                    pull = math.sqrt(1 - eta**2) * sigma_next * (uy[k] / s[k] - xb0[k]) / (sigma_y / s[k])
+                    expected[k] = xb0[k] + pull + eta * sigma_next * z[i, k]
+                else:
+                    keep = math.sqrt(1 - eta**2) * sigma_next * (xbt[k] - xb0[k]) / sigma
+                    expected[k] = xb0[k] + keep + eta * sigma_next * z[i, k]
+            torch.testing.assert_close(ours[i], V @ expected, rtol=1e-10, atol=1e-10)
+
+
+def test_ddrm_starts_around_the_measurement(setting):
+    """Eq. 7: x_T's measured coefficients are yb + sqrt(sigma_T^2 - sigma_y^2 / s^2) n, the others sigma_T n."""
+    from cse.samplers import DDRM
+
+    prior, A, y, g = setting
+    U, s, V = spectral(A)
+    z, sigma, sigma_y = torch.randn(3, 8, generator=g), 2.0, 0.3
+    ctx = context(prior, A, y, Stream(z))
+    ctx.noise_std = torch.full((3,), sigma_y)
+    ours = DDRM().initial_state(sigma, ctx)
+    for i in range(3):
+        uy = U.T @ y[i]
+        expected = torch.stack(
+            [
+                uy[k] / s[k] + math.sqrt(sigma**2 - sigma_y**2 / s[k] ** 2) * z[i, k]
+                if s[k] * sigma > sigma_y
+                else sigma * z[i, k]
+                for k in range(8)
+            ]
+        )
+        torch.testing.assert_close(ours[i], V @ expected, rtol=1e-10, atol=1e-10)
