@@ -345,3 +345,43 @@ def test_ddrm_starts_around_the_measurement(setting):
             ]
         )
         torch.testing.assert_close(ours[i], V @ expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("sigma, sigma_next", [*STEPS, (0.3, 0.0)])
+@pytest.mark.parametrize("sigma_y", [0.0, 0.2])
+def test_diffpir_step(setting, sigma, sigma_next, sigma_y):
+    """Zhu et al. 2023, Alg. 1: x0 = argmin ||y - A x||^2 + rho ||x - D(u)||^2, rho = lambda sigma_n^2 / sigma^2
+    with sigma_n on [0, 1] (half ours, floored at 1e-3, as the official code), then
+    u' = x0 + sigma' (sqrt(1 - zeta) (u - x0) / sigma + sqrt(zeta) n); the last step returns D(u)."""
+    from cse.samplers import DiffPIR
+
+    prior, A, y, g = setting
+    lam, zeta = 3.0, 0.3
+    u, z = sigma * torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    ctx = context(prior, A, y, Stream(z))
+    ctx.noise_std = torch.full((3,), sigma_y)
+    ours, _ = DiffPIR(lambda_=lam, zeta=zeta).step(u, sigma, sigma_next, ctx)
+    for i in range(3):
+        x0_hat = prior.denoise(u[i][None], sigma)[0]
+        if sigma_next == 0:
+            torch.testing.assert_close(ours[i], x0_hat, rtol=1e-10, atol=1e-10)
+            continue
+        rho = lam * max(sigma_y / 2, 1e-3) ** 2 / sigma**2
+        x0 = torch.linalg.solve(A.A.T @ A.A + rho * torch.eye(8), A.A.T @ y[i] + rho * x0_hat)
+        eps = (u[i] - x0) / sigma
+        expected = x0 + sigma_next * (math.sqrt(1 - zeta) * eps + math.sqrt(zeta) * z[i])
+        torch.testing.assert_close(ours[i], expected, rtol=1e-8, atol=1e-8)
+
+
+def test_diffpir_iterative_prox_approaches_the_closed_form(setting):
+    """The iterative proximal step (nonlinear operators, latent priors) converges to the closed form
+    (for ||A|| <= 1, where its step 1 / (1 + rho) is stable)."""
+    from cse.samplers.diffpir import iterative_prox
+
+    prior, A, y, g = setting
+    A = MatrixOperator(A.A / torch.linalg.matrix_norm(A.A, 2))
+    x0_hat, rho = torch.randn(3, 8, generator=g), torch.tensor([0.5, 1.0, 2.0])
+    ours = iterative_prox(prior, A, y, x0_hat, rho, steps=2000)
+    for i in range(3):
+        exact = torch.linalg.solve(A.A.T @ A.A + rho[i] * torch.eye(8), A.A.T @ y[i] + rho[i] * x0_hat[i])
+        torch.testing.assert_close(ours[i], exact, rtol=1e-6, atol=1e-6)
