@@ -7,6 +7,8 @@ the property tests run over it, so a sampler given a registry entry is covered w
 
 from cse.samplers.ancestral import Ancestral
 from cse.samplers.common import Sampler
+from cse.samplers.ddrm import DDRM
+from cse.samplers.diffpir import DiffPIR
 from cse.samplers.dmap import DMAP
 from cse.samplers.dps import DPS
 from cse.samplers.dsg import DSG
@@ -17,4 +19,4 @@ from cse.samplers.resample import ReSample
 
 SAMPLERS: tuple[type[Sampler], ...] = tuple(dict.fromkeys(m.sampler for m in METHODS.values()))
 
-__all__ = ["DMAP", "DPS", "DSG", "PSLD", "SAMPLERS", "Ancestral", "FreeDoM", "ReSample", "Sampler"]
+__all__ = ["DDRM", "DMAP", "DiffPIR", "DPS", "DSG", "PSLD", "SAMPLERS", "Ancestral", "FreeDoM", "ReSample", "Sampler"]

@@ -117,6 +117,24 @@ def measurement_grad(u: Tensor, sigma: float, denoise: Denoiser, residual: Resid
     return grad, x0_hat.detach(), loss.detach()
 
 
+def check_finite(values: Tensor, sigma: float, what: str = "guidance") -> Tensor:
+    """``values`` ``[B]`` (a residual), or a FloatingPointError naming the samples where one is not finite."""
+    bad = ~torch.isfinite(values.detach())
+    if not values.is_meta and bad.any():
+        raise FloatingPointError(
+            f"non-finite {what} at sigma={sigma:.4g} for samples {bad.nonzero().flatten().tolist()} "
+            f"(residuals {values.detach()[bad].tolist()}); lower the step size or use fp32"
+        )
+    return values
+
+
+def pixel_prior(prior: Prior) -> bool:
+    """Whether ``prior`` (seen through any wrappers) diffuses images themselves, not latents."""
+    while hasattr(prior, "prior") and isinstance(prior.prior, Prior):
+        prior = prior.prior
+    return getattr(prior, "vae", None) is None
+
+
 def state_template(prior: Prior, y: Tensor | None) -> Tensor:
     """An empty tensor with the device and dtype of the diffusion state: ``y``'s, else the prior's."""
     reference = y if y is not None else next(iter([*prior.parameters(), *prior.buffers()]), torch.empty(0))
@@ -167,6 +185,8 @@ class Sampler(ABC):
     """
 
     guided: bool = True
+    linear_only: bool = False
+    """Whether the sampler takes linear operators only (it refuses others in ``validate``)."""
 
     def __init__(self, num_steps: int, eta: float = 1.0, schedule: Schedule | None = None) -> None:
         if num_steps < 1:
@@ -223,6 +243,10 @@ class Sampler(ABC):
         sigma, sigma_next = sigmas[ctx.index], sigmas[ctx.index + 1]
         return self.step(sigma * ctx.noise(), sigma, sigma_next, ctx)[0]
 
+    def initial_state(self, sigma: float, ctx: SamplingContext) -> Tensor:
+        """The first state, at ``sigma``: ``sigma`` times fresh noise (DDRM draws it around ``y``)."""
+        return sigma * ctx.noise()
+
     def sigmas(self, prior: Prior) -> list[float]:
         """The ``num_steps + 1`` noise levels of a run, ending in 0."""
         return (self.schedule or prior.schedule).sigmas(self.num_steps).tolist()
@@ -246,7 +270,7 @@ class Sampler(ABC):
         """
         ctx = self.context(prior, operator, y, seeds, shape, noise_std)
         sigmas = self.sigmas(prior)
-        u = sigmas[0] * ctx.noise()
+        u = self.initial_state(sigmas[0], ctx)
         for index, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
             ctx.index = index
             u, report = self.step(u, sigma, sigma_next, ctx)

@@ -37,6 +37,8 @@ class PSLD(Sampler):
     ``sample_encoder``: E draws from the VAE posterior (True, the reference) or returns its mean.
     """
 
+    linear_only = True
+
     def __init__(
         self,
         zeta: float = 1.0,

@@ -15,8 +15,11 @@ from types import MappingProxyType
 from typing import Any
 
 from cse.operators.base import LinearOperator
+from cse.operators.svd import has_svd
 from cse.samplers.ancestral import Ancestral
 from cse.samplers.common import Sampler
+from cse.samplers.ddrm import DDRM
+from cse.samplers.diffpir import DiffPIR
 from cse.samplers.dmap import DMAP
 from cse.samplers.dps import DPS
 from cse.samplers.dsg import DSG
@@ -30,6 +33,8 @@ class Need(Enum):
 
     LINEAR_OPERATOR = "a linear operator with an exact adjoint"
     GRADIENTS = "gradients through the prior's network (and decoder)"
+    SVD = "a linear operator with an SVD (super-resolution, a separable blur, inpainting, a matrix)"
+    PIXEL_PRIOR = "a pixel prior (the operator's SVD is of images, not of latents through a decoder)"
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,15 @@ class Method:
     def class_path(self) -> str:
         return f"{self.sampler.__module__.rsplit('.', 1)[0]}.{self.sampler.__name__}"
 
-    def unmet(self, operator: type | None) -> str | None:
-        """Why the method is not defined for a task with this operator class (None: it is)."""
+    def unmet(self, operator: type | None, pixel_prior: bool = True) -> str | None:
+        """Why the method is not defined for a task with this operator class and prior (None: it is)."""
         linear = not isinstance(operator, type) or issubclass(operator, LinearOperator)
         if Need.LINEAR_OPERATOR in self.needs and not linear:
             return f"{self.label} needs {Need.LINEAR_OPERATOR.value}; {operator.__name__} is not one"
+        if Need.SVD in self.needs and isinstance(operator, type) and not has_svd(operator):
+            return f"{self.label} needs {Need.SVD.value}; {operator.__name__} has none"
+        if Need.PIXEL_PRIOR in self.needs and not pixel_prior:
+            return f"{self.label} needs {Need.PIXEL_PRIOR.value}"
         return None
 
     def settings(self, num_steps: int, tuned: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,6 +75,8 @@ class Method:
         return {"num_steps": max(1, int(num_steps * self.steps_factor)), **tuned, **self.fixed}
 
 
+SPECTRAL = frozenset({Need.LINEAR_OPERATOR, Need.SVD, Need.PIXEL_PRIOR})
+"""What the methods working in the operator's SVD need (no gradients through the network)."""
 RESAMPLE_AS_THE_PAPER = {  # the paper's research code (eqs. 37-39): see configs/samplers/resample.yaml
     "every": 0.1,
     "until": 0.2,
@@ -91,9 +102,14 @@ _LISTED = (
         {"ascent_steps": 3, "step_scaling": "noise_level"},
     ),
     # gamma: the paper's gluing weight, not tuned (only each method's step size is)
-    Method("psld", PSLD, "PSLD", ("zeta",), {"gamma": 0.002}, needs=frozenset(Need)),
+    Method("psld", PSLD, "PSLD", ("zeta",), {"gamma": 0.002}, needs=frozenset({Need.LINEAR_OPERATOR, Need.GRADIENTS})),
     Method("freedom", FreeDoM, "FreeDoM", ("zeta",), {"repeats": 2, "travel": [0.05, 0.1]}),
     Method("resample", ReSample, "ReSample", ("zeta",), RESAMPLE_AS_THE_PAPER),
+    # eta 0.85, eta_b 1: the paper's defaults; nothing tuned (sigma_y is the measurement's)
+    Method("ddrm", DDRM, "DDRM", (), {"eta": 0.85, "eta_b": 1.0}, needs=SPECTRAL),
+    # zeta 0.3: the official runs' noise mixing, not tuned; closed-form prox where A has an SVD,
+    # an iterative one (gradients through the operator and decoder only) elsewhere: defined everywhere
+    Method("diffpir", DiffPIR, "DiffPIR", ("lambda_",), {"zeta": 0.3}, needs=frozenset()),
 )
 METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in _LISTED})
 """Every method, by the name configs and step tables use."""

@@ -282,3 +282,106 @@ def test_noise_level_step_scaling_is_the_implied_likelihood_weight(setting):
         plain, _ = sampler_class(0.25).step(u, sigma, sigma_next, context(prior, A, y, Stream(z)))
         assert not torch.allclose(plain, scaled)
     assert scaled_step(0.25, sigma, sigma_next, "constant") == 0.25
+
+
+# -- the spectral methods (cse.operators.svd) -----------------------------------------------------
+
+
+def spectral(A):
+    """The full SVD of the matrix A [M, D] by numpy-free torch: U [M, M], s [D] (zero-padded), V [D, D]."""
+    U, s, Vh = torch.linalg.svd(A.A, full_matrices=True)
+    return U, torch.cat([s, s.new_zeros(A.A.shape[1] - s.shape[0])]), Vh.T
+
+
+@pytest.mark.parametrize("sigma, sigma_next", [*STEPS, (0.3, 0.0)])
+@pytest.mark.parametrize("sigma_y", [0.0, 0.2])
+def test_ddrm_step(setting, sigma, sigma_next, sigma_y):
+    """Kawar et al. 2022, eq. 8, coefficient by coefficient in A's SVD (eta 0.85, eta_b 1 and 0.6)."""
+    from cse.samplers import DDRM
+
+    prior, A, y, g = setting
+    U, s, V = spectral(A)
+    for eta_b in (1.0, 0.6):
+        eta = 0.85
+        u, z = sigma * torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+        ctx = context(prior, A, y, Stream(z))
+        ctx.noise_std, ctx.eta = torch.full((3,), sigma_y), eta
+        ours, _ = DDRM(eta=eta, eta_b=eta_b).step(u, sigma, sigma_next, ctx)
+        for i in range(3):
+            x0 = prior.denoise(u[i][None], sigma)[0]
+            xb0, xbt, uy = V.T @ x0, V.T @ u[i], U.T @ y[i]
+            expected = torch.empty(8)
+            for k in range(8):
+                if s[k] > 0 and s[k] * sigma_next > sigma_y:
+                    spread = math.sqrt(sigma_next**2 - sigma_y**2 * eta_b**2 / s[k] ** 2)
+                    expected[k] = (1 - eta_b) * xb0[k] + eta_b * uy[k] / s[k] + spread * z[i, k]
+                elif s[k] > 0 and s[k] * sigma_next < sigma_y:
+                    pull = math.sqrt(1 - eta**2) * sigma_next * (uy[k] / s[k] - xb0[k]) / (sigma_y / s[k])
+                    expected[k] = xb0[k] + pull + eta * sigma_next * z[i, k]
+                else:
+                    keep = math.sqrt(1 - eta**2) * sigma_next * (xbt[k] - xb0[k]) / sigma
+                    expected[k] = xb0[k] + keep + eta * sigma_next * z[i, k]
+            torch.testing.assert_close(ours[i], V @ expected, rtol=1e-10, atol=1e-10)
+
+
+def test_ddrm_starts_around_the_measurement(setting):
+    """Eq. 7: x_T's measured coefficients are yb + sqrt(sigma_T^2 - sigma_y^2 / s^2) n, the others sigma_T n."""
+    from cse.samplers import DDRM
+
+    prior, A, y, g = setting
+    U, s, V = spectral(A)
+    z, sigma, sigma_y = torch.randn(3, 8, generator=g), 2.0, 0.3
+    ctx = context(prior, A, y, Stream(z))
+    ctx.noise_std = torch.full((3,), sigma_y)
+    ours = DDRM().initial_state(sigma, ctx)
+    for i in range(3):
+        uy = U.T @ y[i]
+        expected = torch.stack(
+            [
+                uy[k] / s[k] + math.sqrt(sigma**2 - sigma_y**2 / s[k] ** 2) * z[i, k]
+                if s[k] * sigma > sigma_y
+                else sigma * z[i, k]
+                for k in range(8)
+            ]
+        )
+        torch.testing.assert_close(ours[i], V @ expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("sigma, sigma_next", [*STEPS, (0.3, 0.0)])
+@pytest.mark.parametrize("sigma_y", [0.0, 0.2])
+def test_diffpir_step(setting, sigma, sigma_next, sigma_y):
+    """Zhu et al. 2023, Alg. 1: x0 = argmin ||y - A x||^2 + rho ||x - D(u)||^2, rho = lambda sigma_n^2 / sigma^2
+    with sigma_n on [0, 1] (half ours, floored at 1e-3, as the official code), then
+    u' = x0 + sigma' (sqrt(1 - zeta) (u - x0) / sigma + sqrt(zeta) n); the last step returns D(u)."""
+    from cse.samplers import DiffPIR
+
+    prior, A, y, g = setting
+    lam, zeta = 3.0, 0.3
+    u, z = sigma * torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    ctx = context(prior, A, y, Stream(z))
+    ctx.noise_std = torch.full((3,), sigma_y)
+    ours, _ = DiffPIR(lambda_=lam, zeta=zeta).step(u, sigma, sigma_next, ctx)
+    for i in range(3):
+        x0_hat = prior.denoise(u[i][None], sigma)[0]
+        if sigma_next == 0:
+            torch.testing.assert_close(ours[i], x0_hat, rtol=1e-10, atol=1e-10)
+            continue
+        rho = lam * max(sigma_y / 2, 1e-3) ** 2 / sigma**2
+        x0 = torch.linalg.solve(A.A.T @ A.A + rho * torch.eye(8), A.A.T @ y[i] + rho * x0_hat)
+        eps = (u[i] - x0) / sigma
+        expected = x0 + sigma_next * (math.sqrt(1 - zeta) * eps + math.sqrt(zeta) * z[i])
+        torch.testing.assert_close(ours[i], expected, rtol=1e-8, atol=1e-8)
+
+
+def test_diffpir_iterative_prox_approaches_the_closed_form(setting):
+    """The iterative proximal step (nonlinear operators, latent priors) converges to the closed form
+    (for ||A|| <= 1, where its step 1 / (1 + rho) is stable)."""
+    from cse.samplers.diffpir import iterative_prox
+
+    prior, A, y, g = setting
+    A = MatrixOperator(A.A / torch.linalg.matrix_norm(A.A, 2))
+    x0_hat, rho = torch.randn(3, 8, generator=g), torch.tensor([0.5, 1.0, 2.0])
+    ours = iterative_prox(prior, A, y, x0_hat, rho, steps=2000)
+    for i in range(3):
+        exact = torch.linalg.solve(A.A.T @ A.A + rho[i] * torch.eye(8), A.A.T @ y[i] + rho[i] * x0_hat[i])
+        torch.testing.assert_close(ours[i], exact, rtol=1e-6, atol=1e-6)

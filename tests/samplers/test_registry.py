@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cse.operators import GaussianBlur, NonlinearBlur, SaturatedBlur, SuperResolution
+from cse.operators import BoxInpainting, GaussianBlur, LinearOperator, NonlinearBlur, SaturatedBlur, SuperResolution
 from cse.samplers import SAMPLERS
 from cse.samplers.registry import METHODS, Need, method
 
@@ -45,6 +45,15 @@ def test_what_a_method_needs_decides_where_it_is_defined():
     assert psld.unmet(SuperResolution) is None and psld.unmet(GaussianBlur) is None
     for nonlinear in (NonlinearBlur, SaturatedBlur):
         assert "needs a linear operator" in psld.unmet(nonlinear)
-    assert all(method(n).unmet(NonlinearBlur) is None for n in METHODS if n != "psld")
+    linear_only = {n for n, m in METHODS.items() if Need.LINEAR_OPERATOR in m.needs}
+    assert all(method(n).unmet(NonlinearBlur) is None for n in METHODS if n not in linear_only)
+    ddrm = method("ddrm")
+    assert {Need.SVD, Need.PIXEL_PRIOR} <= ddrm.needs and Need.GRADIENTS not in ddrm.needs
+    assert ddrm.unmet(SuperResolution) is None and ddrm.unmet(BoxInpainting) is None
+    assert "needs a linear operator" in ddrm.unmet(NonlinearBlur)
+    assert "has none" in ddrm.unmet(LinearOperator) and "needs a pixel prior" in ddrm.unmet(
+        SuperResolution, pixel_prior=False
+    )
+    assert psld.unmet(SuperResolution, pixel_prior=False) is None  # PSLD is a latent method
     with pytest.raises(KeyError, match="no method 'dsp'"):
         method("dsp")
