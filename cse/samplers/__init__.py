@@ -13,10 +13,26 @@ from cse.samplers.dmap import DMAP
 from cse.samplers.dps import DPS
 from cse.samplers.dsg import DSG
 from cse.samplers.freedom import FreeDoM
+from cse.samplers.pigdm import PiGDM
 from cse.samplers.psld import PSLD
+from cse.samplers.reddiff import REDDiff
 from cse.samplers.registry import METHODS
 from cse.samplers.resample import ReSample
 
 SAMPLERS: tuple[type[Sampler], ...] = tuple(dict.fromkeys(m.sampler for m in METHODS.values()))
 
-__all__ = ["DDRM", "DMAP", "DiffPIR", "DPS", "DSG", "PSLD", "SAMPLERS", "Ancestral", "FreeDoM", "ReSample", "Sampler"]
+__all__ = [
+    "Ancestral",
+    "DDRM",
+    "DMAP",
+    "DPS",
+    "DSG",
+    "DiffPIR",
+    "FreeDoM",
+    "PSLD",
+    "PiGDM",
+    "REDDiff",
+    "ReSample",
+    "SAMPLERS",
+    "Sampler",
+]

@@ -24,7 +24,9 @@ from cse.samplers.dmap import DMAP
 from cse.samplers.dps import DPS
 from cse.samplers.dsg import DSG
 from cse.samplers.freedom import FreeDoM
+from cse.samplers.pigdm import PiGDM
 from cse.samplers.psld import PSLD
+from cse.samplers.reddiff import REDDiff
 from cse.samplers.resample import ReSample
 
 
@@ -110,6 +112,10 @@ _LISTED = (
     # zeta 0.3: the official runs' noise mixing, not tuned; closed-form prox where A has an SVD,
     # an iterative one (gradients through the operator and decoder only) elsewhere: defined everywhere
     Method("diffpir", DiffPIR, "DiffPIR", ("lambda_",), {"zeta": 0.3}, needs=frozenset()),
+    # zeta: the guidance weight on the paper's likelihood (1 = eq. 8 as it stands), tuned as a step size
+    Method("pigdm", PiGDM, "ΠGDM", ("zeta",), needs=SPECTRAL | {Need.GRADIENTS}),
+    # lr 0.5: the official runs' Adam step; gradients through the operator and decoder, not the network
+    Method("reddiff", REDDiff, "RED-diff", ("lambda_",), {"lr": 0.5}, needs=frozenset()),
 )
 METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in _LISTED})
 """Every method, by the name configs and step tables use."""
