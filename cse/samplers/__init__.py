@@ -7,6 +7,7 @@ the property tests run over it, so a sampler given a registry entry is covered w
 
 from cse.samplers.ancestral import Ancestral
 from cse.samplers.common import Sampler
+from cse.samplers.daps import DAPS
 from cse.samplers.ddrm import DDRM
 from cse.samplers.diffpir import DiffPIR
 from cse.samplers.dmap import DMAP
@@ -22,6 +23,7 @@ from cse.samplers.resample import ReSample
 SAMPLERS: tuple[type[Sampler], ...] = tuple(dict.fromkeys(m.sampler for m in METHODS.values()))
 
 __all__ = [
+    "DAPS",
     "Ancestral",
     "DDRM",
     "DMAP",

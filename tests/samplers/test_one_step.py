@@ -435,3 +435,32 @@ def test_reddiff_steps(setting, sigma, sigma_next):
             loss.backward()
             adam.step()
         torch.testing.assert_close(ours[i], mu.detach(), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("sigma, sigma_next", STEPS)
+@pytest.mark.parametrize("ode_steps", [1, 2])
+def test_daps_step(setting, sigma, sigma_next, ode_steps):
+    """Zhang et al. 2025, Alg. 1: x0_hat by K DDIM steps from sigma to 0; Langevin steps
+    x <- x - lr (A^T (A x - y) / tau^2 + (x - x0_hat) / sigma^2) + sqrt(2 lr) n; then x + sigma' n."""
+    from cse.samplers import DAPS
+
+    prior, A, y, g = setting
+    lr, steps, tau = 2e-3, 3, 0.1
+    u = sigma * torch.randn(3, 8, generator=g)
+    draws = [torch.randn(3, 8, generator=g) for _ in range(steps + 1)]
+    ctx = context(prior, A, y, Stream(*draws), index=5, num_steps=10)
+    sampler = DAPS(langevin_lr=lr, langevin_steps=steps, ode_steps=ode_steps, tau=tau, lr_min_ratio=0.2)
+    ctx.noise_std = torch.zeros(3)
+    ours, _ = sampler.step(u, sigma, sigma_next, ctx)
+    step = lr * (1 + 0.5 * (0.2 - 1))  # half-way through the run: half-way to lr_min_ratio
+    for i in range(3):
+        v = u[i]
+        for k in range(ode_steps):
+            level, level_next = sigma * (ode_steps - k) / ode_steps, sigma * (ode_steps - k - 1) / ode_steps
+            x0_hat = prior.denoise(v[None], level)[0]
+            v = x0_hat + (level_next / level) * (v - x0_hat)
+        x = x0_hat
+        for j in range(steps):
+            gradient = A.A.T @ (A.A @ x - y[i]) / tau**2 + (x - x0_hat) / sigma**2
+            x = x - step * gradient + math.sqrt(2 * step) * draws[j][i]
+        torch.testing.assert_close(ours[i], x + sigma_next * draws[steps][i], rtol=1e-8, atol=1e-8)
