@@ -96,6 +96,11 @@ def methods() -> list[Method]:
         Method("PSLD", registered("psld")),
         Method("FreeDoM", registered("freedom")),
         Method("ReSample", registered("resample")),
+        Method("DDRM", registered("ddrm"), tuned=False),
+        Method("DiffPIR", registered("diffpir")),
+        Method("ΠGDM", registered("pigdm")),
+        Method("RED-diff", registered("reddiff")),
+        Method("DAPS", registered("daps"), grid=(1e-5, 1e-4, 1e-3, 1e-2)),
     ]
     twins = [replace(m, label=f"{m.label} + exact CSE", exact_cse=True) for m in listed if m.tuned]
     return listed + twins
@@ -106,7 +111,10 @@ def run(method: Method, step: float | None, problem: ExactProblem, n: int, seed:
     sampler = method.make(step, problem)
     prior = CountingPrior(problem.posterior(n) if method.exact_cse else problem.prior)
     y = problem.y.expand(n, -1)
-    x = sampler(prior, problem.operator, y, seeds=range(seed * 10**6, seed * 10**6 + n))
+    seeds = range(seed * 10**6, seed * 10**6 + n)
+    x = sampler(
+        prior, problem.operator, y, seeds=seeds, noise_std=problem.noise_std
+    )  # DDRM, DiffPIR, ΠGDM, DAPS weigh y by it
     return x, prior.evaluations / n
 
 

@@ -3,8 +3,9 @@
 For each task and each method of the registry (cse.samplers.registry) defined on it, the method's
 tuned setting (its step size: ``zeta``, or DSG's ``guidance_rate``) is chosen by mean PSNR over 32
 train digits, with the prior alone, through the same `python -m cse predict` run a user makes. The
-grid is powers of 2 (rates: 0.05 ... 1) and is extended, up or down, while the best value sits at
-its edge. The chosen values are written into the tier's step table, configs/<tier>/steps.yaml (the
+grid is powers of 2 (rates: 0.05 ... 1; a setting with a grid of its own in ``GRIDS``, such as DAPS's
+Langevin step, by its own) and is extended, up or down, while the best value sits at its edge. The
+chosen values are written into the tier's step table, configs/<tier>/steps.yaml (the
 one place step sizes live), and every score into docs/digits-tuning.json, keyed
 ``<method>.<setting>``. "+CSE" runs use the step sizes tuned without the CSE.
 
@@ -41,18 +42,33 @@ def tuned_setting(method: str) -> str:
     return setting
 
 
+GRIDS = {  # a setting's name -> (first values, factor, lowest, highest); others by the rules below
+    "langevin_lr": ([1e-5, 1e-4, 1e-3, 1e-2], 10.0, 1e-8, 1.0),  # DAPS's Langevin step: decades
+}
+
+
+def grid(key: str) -> tuple[list[float], float, float, float]:
+    """The grid rule of a setting: its own (``GRIDS``), else rates 0.05 ... 1, else powers of 2 up to 1024."""
+    if key in GRIDS:
+        return GRIDS[key]
+    if key.endswith("rate"):
+        return [0.05, 0.1, 0.2, 0.4, 0.8], 2.0, 1e-3, 1.0
+    return [1.0, 2.0, 4.0, 8.0, 16.0], 2.0, 1e-3, 1024.0
+
+
 def initial_grid(key: str) -> list[float]:
-    return [0.05, 0.1, 0.2, 0.4, 0.8] if key.endswith("rate") else [1.0, 2.0, 4.0, 8.0, 16.0]
+    return list(grid(key)[0])
 
 
 def neighbour(key: str, values: list[float], best: float) -> float | None:
     """The next value past the edge the best one sits on, or None if it is inside (or at a bound)."""
+    _, factor, lowest, highest = grid(key)
     if best == max(values):
-        nxt = min(1.0, best * 2) if key.endswith("rate") else best * 2
-        return nxt if nxt not in values and nxt <= 1024 else None
+        nxt = min(highest, best * factor)
+        return nxt if nxt not in values and nxt <= highest else None
     if best == min(values):
-        nxt = best / 2
-        return nxt if nxt >= 1e-3 else None
+        nxt = best / factor
+        return nxt if nxt >= lowest else None
     return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Literal, Protocol
 
@@ -168,6 +168,8 @@ class SamplingContext:
     noise_std: Tensor | None = None
     """``[B]`` std of each measurement's noise on the [-1, 1] scale (given, or estimated from ``y``):
     what the methods with a likelihood of their own (DDRM, DiffPIR, PiGDM, DAPS) weigh ``y`` by."""
+    memory: dict = field(default_factory=dict)
+    """What a method carries from step to step within one run (RED-diff's optimiser moments)."""
 
 
 class Schedule(Protocol):

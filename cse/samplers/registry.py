@@ -18,13 +18,16 @@ from cse.operators.base import LinearOperator
 from cse.operators.svd import has_svd
 from cse.samplers.ancestral import Ancestral
 from cse.samplers.common import Sampler
+from cse.samplers.daps import DAPS
 from cse.samplers.ddrm import DDRM
 from cse.samplers.diffpir import DiffPIR
 from cse.samplers.dmap import DMAP
 from cse.samplers.dps import DPS
 from cse.samplers.dsg import DSG
 from cse.samplers.freedom import FreeDoM
+from cse.samplers.pigdm import PiGDM
 from cse.samplers.psld import PSLD
+from cse.samplers.reddiff import REDDiff
 from cse.samplers.resample import ReSample
 
 
@@ -77,6 +80,7 @@ class Method:
 
 SPECTRAL = frozenset({Need.LINEAR_OPERATOR, Need.SVD, Need.PIXEL_PRIOR})
 """What the methods working in the operator's SVD need (no gradients through the network)."""
+DAPS_FIXED = {"langevin_steps": 20, "ode_steps": 2, "tau": 0.01, "lr_min_ratio": 0.01}
 RESAMPLE_AS_THE_PAPER = {  # the paper's research code (eqs. 37-39): see configs/samplers/resample.yaml
     "every": 0.1,
     "until": 0.2,
@@ -110,6 +114,13 @@ _LISTED = (
     # zeta 0.3: the official runs' noise mixing, not tuned; closed-form prox where A has an SVD,
     # an iterative one (gradients through the operator and decoder only) elsewhere: defined everywhere
     Method("diffpir", DiffPIR, "DiffPIR", ("lambda_",), {"zeta": 0.3}, needs=frozenset()),
+    # zeta: the guidance weight on the paper's likelihood (1 = eq. 8 as it stands), tuned as a step size
+    Method("pigdm", PiGDM, "ΠGDM", ("zeta",), needs=SPECTRAL | {Need.GRADIENTS}),
+    # lr 0.5: the official runs' Adam step; gradients through the operator and decoder, not the network
+    Method("reddiff", REDDiff, "RED-diff", ("lambda_",), {"lr": 0.5}, needs=frozenset()),
+    # 2 ODE steps per level: 2 network evaluations a step, as DPS's forward and backward pass; 20
+    # Langevin steps (the official 100 at 5 times the cost); on a latent prior it is LatentDAPS
+    Method("daps", DAPS, "DAPS", ("langevin_lr",), DAPS_FIXED, needs=frozenset()),
 )
 METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in _LISTED})
 """Every method, by the name configs and step tables use."""

@@ -385,3 +385,82 @@ def test_diffpir_iterative_prox_approaches_the_closed_form(setting):
     for i in range(3):
         exact = torch.linalg.solve(A.A.T @ A.A + rho[i] * torch.eye(8), A.A.T @ y[i] + rho[i] * x0_hat[i])
         torch.testing.assert_close(ours[i], exact, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma, sigma_next", STEPS)
+@pytest.mark.parametrize("sigma_y", [0.0, 0.2])
+def test_pigdm_step(setting, sigma, sigma_next, sigma_y):
+    """Song et al. 2023, eqs. 7-8: g = J^T A^T (r^2 A A^T + s_y^2 I)^-1 (y - A D(u)), r^2 = sigma^2 / (1 + sigma^2),
+    s_y floored at 1e-3; the ancestral step from D(u) plus zeta r^2 g (the authors' code's weight, in VE form)."""
+    from cse.samplers import PiGDM
+
+    prior, A, y, g = setting
+    zeta = 0.8
+    u, z = sigma * torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    ctx = context(prior, A, y, Stream(z))
+    ctx.noise_std = torch.full((3,), sigma_y)
+    ours, _ = PiGDM(zeta=zeta).step(u, sigma, sigma_next, ctx)
+    r2, sy2 = sigma**2 / (1 + sigma**2), max(sigma_y, 1e-3) ** 2
+    for i in range(3):
+        v = u[i].clone().requires_grad_(True)
+        x0 = prior.denoise(v[None], sigma)[0]
+        weight = torch.linalg.solve(r2 * A.A @ A.A.T + sy2 * torch.eye(3), y[i] - A.A @ x0.detach())
+        (A.A.T @ weight @ x0).backward()  # x0's Jacobian, transposed, applied to A^T weight
+        expected = euler_ancestral(u[i], x0.detach(), sigma, sigma_next, z[i])[0] + zeta * r2 * v.grad
+        torch.testing.assert_close(ours[i], expected, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("sigma, sigma_next", STEPS)
+def test_reddiff_steps(setting, sigma, sigma_next):
+    """Mardani et al. 2024, Alg. 1, two steps: Adam (betas 0.9, 0.99) on ||y - A mu||^2 / (2 m) +
+    lambda sigma sg((x_t - D(x_t)) / sigma - n)^T mu / d, x_t = mu + sigma n (torch.optim.Adam as the reference)."""
+    from cse.samplers import REDDiff
+
+    prior, A, y, g = setting
+    lam, lr = 0.3, 0.05
+    mu0 = torch.randn(3, 8, generator=g)
+    n1, n2 = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    ctx = context(prior, A, y, Stream(n1, n2))
+    sampler = REDDiff(lambda_=lam, lr=lr)
+    first, _ = sampler.step(mu0, sigma, sigma_next, ctx)
+    ours, _ = sampler.step(first, sigma_next + 0.1, sigma_next, ctx)
+    for i in range(3):
+        mu = mu0[i].clone().requires_grad_(True)
+        adam = torch.optim.Adam([mu], lr=lr, betas=(0.9, 0.99))
+        for level, n in ((sigma, n1[i]), (sigma_next + 0.1, n2[i])):
+            x_t = mu.detach() + level * n
+            gap = (x_t - prior.denoise(x_t[None], level)[0]) / level - n
+            loss = (y[i] - A.A @ mu).square().mean() / 2 + lam * level * (gap * mu).mean()
+            adam.zero_grad()
+            loss.backward()
+            adam.step()
+        torch.testing.assert_close(ours[i], mu.detach(), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("sigma, sigma_next", STEPS)
+@pytest.mark.parametrize("ode_steps", [1, 2])
+def test_daps_step(setting, sigma, sigma_next, ode_steps):
+    """Zhang et al. 2025, Alg. 1: x0_hat by K DDIM steps from sigma to 0; Langevin steps
+    x <- x - lr (A^T (A x - y) / tau^2 + (x - x0_hat) / sigma^2) + sqrt(2 lr) n; then x + sigma' n."""
+    from cse.samplers import DAPS
+
+    prior, A, y, g = setting
+    lr, steps, tau = 2e-3, 3, 0.1
+    u = sigma * torch.randn(3, 8, generator=g)
+    draws = [torch.randn(3, 8, generator=g) for _ in range(steps + 1)]
+    ctx = context(prior, A, y, Stream(*draws), index=5, num_steps=10)
+    sampler = DAPS(langevin_lr=lr, langevin_steps=steps, ode_steps=ode_steps, tau=tau, lr_min_ratio=0.2)
+    ctx.noise_std = torch.zeros(3)
+    ours, _ = sampler.step(u, sigma, sigma_next, ctx)
+    step = lr * (1 + 0.5 * (0.2 - 1))  # half-way through the run: half-way to lr_min_ratio
+    for i in range(3):
+        v = u[i]
+        for k in range(ode_steps):
+            level, level_next = sigma * (ode_steps - k) / ode_steps, sigma * (ode_steps - k - 1) / ode_steps
+            x0_hat = prior.denoise(v[None], level)[0]
+            v = x0_hat + (level_next / level) * (v - x0_hat)
+        x = x0_hat
+        for j in range(steps):
+            gradient = A.A.T @ (A.A @ x - y[i]) / tau**2 + (x - x0_hat) / sigma**2
+            x = x - step * gradient + math.sqrt(2 * step) * draws[j][i]
+        torch.testing.assert_close(ours[i], x + sigma_next * draws[steps][i], rtol=1e-8, atol=1e-8)
