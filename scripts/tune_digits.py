@@ -42,8 +42,9 @@ def tuned_setting(method: str) -> str:
     return setting
 
 
-GRIDS = {  # a setting's name -> (first values, factor, lowest, highest); others by the rules below
+GRIDS = {  # a setting's name (or method.setting) -> (first values, factor, lowest, highest); others by the rules below
     "langevin_lr": ([1e-5, 1e-4, 1e-3, 1e-2], 10.0, 1e-8, 1.0),  # DAPS's Langevin step: decades
+    "diffpir.zeta": ([0.1, 0.2, 0.4, 0.8, 1.0], 2.0, 0.0125, 1.0),  # DiffPIR's noise share, in [0, 1]
 }
 
 
@@ -117,12 +118,13 @@ def defined(task: str, method: str) -> bool:
 def tune(task: str, method: str, images: Path, scratch: Path) -> tuple[float, dict[float, float]]:
     """The best value of the method's step size on the tuning images, and every score."""
     setting = tuned_setting(method)
-    scores, values = {}, initial_grid(setting)
+    rule = f"{method}.{setting}" if f"{method}.{setting}" in GRIDS else setting
+    scores, values = {}, initial_grid(rule)
     while values:
         value = values.pop(0)
         scores[value] = score(task, method, setting, value, images, scratch)
         print(f"{task} {method} {setting}={value}: PSNR {scores[value]:.2f} dB", flush=True)
-        if not values and (nxt := neighbour(setting, list(scores), max(scores, key=scores.get))) is not None:
+        if not values and (nxt := neighbour(rule, list(scores), max(scores, key=scores.get))) is not None:
             values.append(nxt)
     return max(scores, key=scores.get), scores
 

@@ -111,9 +111,11 @@ _LISTED = (
     Method("resample", ReSample, "ReSample", ("zeta",), RESAMPLE_AS_THE_PAPER),
     # eta 0.85, eta_b 1: the paper's defaults; nothing tuned (sigma_y is the measurement's)
     Method("ddrm", DDRM, "DDRM", (), {"eta": 0.85, "eta_b": 1.0}, needs=SPECTRAL),
-    # zeta 0.3: the official runs' noise mixing, not tuned; closed-form prox where A has an SVD,
-    # an iterative one (gradients through the operator and decoder only) elsewhere: defined everywhere
-    Method("diffpir", DiffPIR, "DiffPIR", ("lambda_",), {"zeta": 0.3}, needs=frozenset()),
+    # zeta (the noise share of each step) tuned: on noise-free measurements lambda has no effect (the
+    # noise floor makes the data step a hard constraint; scripts/tune_digits.py found lambda 1-8 equal),
+    # so it stays at DeepInverse's default 7. Closed-form prox where A has an SVD, an iterative one
+    # (gradients through the operator and decoder only) elsewhere: defined everywhere
+    Method("diffpir", DiffPIR, "DiffPIR", ("zeta",), {"lambda_": 7.0}, needs=frozenset()),
     # zeta: the guidance weight on the paper's likelihood (1 = eq. 8 as it stands), tuned as a step size
     Method("pigdm", PiGDM, "ΠGDM", ("zeta",), needs=SPECTRAL | {Need.GRADIENTS}),
     # lr 0.5: the official runs' Adam step; gradients through the operator and decoder, not the network
