@@ -26,7 +26,15 @@ from cse.errors import InputError
 from cse.measurements import MEASURED_FIELDS, MeasuredBatch, MeasurementDataModule
 from cse.metrics import diversity, psnr, ssim
 from cse.operators import Measurement, Operator
-from cse.operators.measured import Cropped, centred_window, check_restorable, image_size, padded_size, with_parameters
+from cse.operators.measured import (
+    Clipped,
+    Cropped,
+    centred_window,
+    check_restorable,
+    image_size,
+    padded_size,
+    with_parameters,
+)
 from cse.priors import CountingPrior, Prior
 from cse.records import RESIDUAL_WARNING, Batch, ImageMetrics, Restoration
 from cse.samplers.common import Sampler, per_sample_norm, per_sample_std
@@ -231,6 +239,8 @@ class RestorationModule(LightningModule):
             )
         operator = with_parameters(template, masks, kernels)
         repeated = with_parameters(template, masks * k, kernels * k)
+        if bool((y.abs() <= 1).all()):  # stored clipped, as image files hold y (see Clipped)
+            operator, repeated = Clipped(operator), Clipped(repeated)
         crop = lambda x: x  # noqa: E731
         if padded != size:
             window = centred_window(size, padded)

@@ -253,3 +253,18 @@ def test_shards_carry_each_measurements_mask_and_kernel_as_members(tmp_path):
     assert batch["mask"][0][0, :2].sum() == 0 and batch["mask"][0][0, 2:].min() == 1 and batch["mask"][1] is None
     torch.testing.assert_close(batch["kernel"][1], torch.full((3, 3), 1 / 9))
     assert batch["kernel"][0] is None
+
+
+def test_a_measurement_stored_as_an_image_is_fitted_as_clipped():
+    """Bicubic down-sampling overshoots [-1, 1] and an image file clips it: where the stored value is
+    an extreme and A x lies beyond it, the clipped operator leaves x alone."""
+    from cse.operators.measured import Clipped
+    from cse.operators.svd import svd_of
+
+    operator = Clipped(SuperResolution(2))
+    x = torch.full((1, 1, 4, 4), -1.5, requires_grad=True)
+    y = torch.full((1, 1, 2, 2), -1.0)
+    (grad,) = torch.autograd.grad((operator(x) - y).square().sum(), x)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    z = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(svd_of(operator, z).forward(z), SuperResolution(2)(z), atol=1e-5, rtol=1e-5)

@@ -199,6 +199,12 @@ def _dense_svd(operator: MatrixOperator) -> DenseSVD:
 def svd_of(operator: Operator, like: Tensor) -> SVD:
     """The SVD of ``operator`` on images shaped like ``like`` (made once per operator and size);
     a TypeError naming the operator when it has none here."""
+    from cse.operators.measured import Clipped, MaskInpainting
+
+    if isinstance(operator, Clipped):  # its linear part (see Clipped)
+        return svd_of(operator.operator, like)
+    if isinstance(operator, MaskInpainting):
+        return MaskSVD(operator.mask)
     if isinstance(operator, SuperResolution):
         return _resize_svd(like.shape[-2], like.shape[-1], operator.factor)
     if isinstance(operator, Convolution):
