@@ -5,6 +5,8 @@
 #   bash scripts/train_digits.sh            # the pixel tier: prior, classifier, CSEs
 #   bash scripts/train_digits.sh cses       # only its CSEs (needs checkpoints/digits/prior)
 #   bash scripts/train_digits.sh latent     # the latent tier: autoencoder, latent prior, CSEs
+#   bash scripts/train_digits.sh selfgen    # Table 6's CSEs from 100 digits each prior generated itself
+#   bash scripts/train_digits.sh steps      # Table 7's sr4 CSEs after 125/250/500/1000 steps (outputs/ only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WANDB_MODE=offline
@@ -30,6 +32,34 @@ install() {  # install FROM TO: replace a shipped checkpoint by a new one
 }
 
 digits=configs/digits
+if [ "${1:-all}" = selfgen ]; then  # Table 6's self-generated rows: 100 unconditional samples of each prior
+  for tier_op in digits/sr4 digits_latent/sr8; do
+    tier=${tier_op%/*} op=${tier_op#*/}
+    step "$tier: 100 self-generated digits" python -m data_tools selfgen --prior checkpoints/$tier/prior \
+      --count 100 --out outputs/selfgen/$tier --overwrite
+    step "$tier $op CSE (100 self-generated digits)" fit outputs/$tier/$op/train_cse_selfgen \
+      --config configs/$tier_op/task.yaml --config $digits/train_cse.yaml --data.init_args.train=outputs/selfgen/$tier/shards
+    install outputs/$tier/$op/train_cse_selfgen/controlnet checkpoints/$tier/${op}_cse_selfgen
+  done
+  exit 0
+fi
+if [ "${1:-all}" = steps ]; then  # Table 7: one sr4 CSE run, exported after 125, 250, 500 and 1000 steps
+  # The recipe's learning rate is constant and its data order and draws seeded, and a resumed run ends
+  # bit for bit where an uninterrupted one does: each export is the recipe's CSE after that many steps.
+  # Not shipped: outputs/digits/sr4/cse_steps<N>/, each with its cumulative training seconds.
+  run=outputs/digits/sr4/train_cse_steps
+  rm -rf "$run"
+  total=0 resume=()
+  for steps in 125 250 500 1000; do
+    start=$SECONDS
+    step "sr4 CSE to $steps steps" python -m cse fit --config $digits/sr4/task.yaml --config $digits/train_cse.yaml \
+      --trainer.max_steps=$steps --trainer.default_root_dir=$run "${resume[@]}"
+    total=$((total + SECONDS - start)) resume=(--ckpt_path=last)
+    install $run/controlnet outputs/digits/sr4/cse_steps$steps
+    echo $total > outputs/digits/sr4/cse_steps$steps/train_seconds.txt
+  done
+  exit 0
+fi
 if [ "${1:-all}" = latent ]; then  # the latent tier: autoencoder, latent prior, CSEs
   latent=configs/digits_latent
   step "digits at 32 px" python -m data_tools digits --out data/digits32 --size 32
