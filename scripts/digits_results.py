@@ -161,13 +161,18 @@ TABLE6 = {  # tier: (operator, [(row name, CSE folder in checkpoints/<tier>/)])
     ),
 }
 REPORTED: dict[tuple[str, str], dict] = {}  # (task, run): numbers the current report holds (--update)
+SKIP_MISSING = False  # --skip-missing: a run neither done nor reported is left out ("–"), not run
 
 
 def measured(task: str, files: list[str], name: str, *overrides: str) -> dict:
     """``predict``'s summary; with ``--update``, a run not in outputs/results whose numbers the
     current report already holds is not rerun: those numbers are taken (marked ``"reported"``)."""
-    if (task, name) in REPORTED and not (OUT / task / name / "summary.json").is_file():
-        return REPORTED[(task, name)]
+    if not (OUT / task / name / "summary.json").is_file():
+        if (task, name) in REPORTED:
+            return REPORTED[(task, name)]
+        if SKIP_MISSING:
+            print(f"not measured (--skip-missing): {task} {name}", flush=True)
+            return {}
     return predict(task, files, name, *overrides)
 
 
@@ -226,8 +231,13 @@ def table7() -> tuple[list[str], dict]:
         if (ROOT / folder).is_dir():
             attach = f"--model.init_args.prior.init_args.controlnet={folder}"
             s = measured(task, ["samplers/dmap_full.yaml"], name, attach)
-            entry.update({k: s.get(k) for k in ("psnr", "ssim", "fid", "kid", "kid_std", "seconds")})
-            entry["run"] = f"outputs/results/{task}/{name}"
+            if s:
+                entry.update({k: s.get(k) for k in ("psnr", "ssim", "fid", "kid", "kid_std", "seconds")})
+                entry["run"] = f"outputs/results/{task}/{name}" + (
+                    " (numbers as docs/results-digits.md reported them: Table 4's sr4 DMAP (full) + CSE)"
+                    if s.get("reported")
+                    else ""
+                )
         entry["cse"] = folder
         seconds = ROOT / f"outputs/digits/sr4/cse_steps{steps}/train_seconds.txt"  # written by train_digits.sh
         if seconds.is_file():
@@ -426,6 +436,9 @@ def main() -> None:
         help="rewrite only the sections of --only (table6, table7) in docs/results-digits.md, keeping the rest; "
         "a row whose run is not in outputs/results takes the numbers the report already holds",
     )
+    parser.add_argument(
+        "--skip-missing", action="store_true", help='with --update: leave out ("–") a run neither done nor reported'
+    )
     parser.add_argument("--count", type=int, help="restore only this many test digits (a smoke run; no report)")
     parser.add_argument("--ops", nargs="+", help="only these operators, e.g. sr4 (runs only; no report)")
     parser.add_argument(
@@ -441,6 +454,8 @@ def main() -> None:
         if not set(args.only) <= {"table6", "table7"}:
             parser.error("--update rewrites the sections of table6 and table7 only")
         REPORTED.update(reported_summaries())
+        global SKIP_MISSING
+        SKIP_MISSING = args.skip_missing
     if args.ops:
         for tier in TIERS:
             TIERS[tier] = [op for op in TIERS[tier] if op in args.ops]
@@ -578,8 +593,9 @@ def table6_section(done: dict) -> list[str]:
         lines += [
             "Rows measured before this section was extended are kept from the report as generated then (their",
             "runs are the same configurations: the latent 100-digit row is Table 4's `CSE` and",
-            "`DMAP (full) + CSE` on sr8, its 1,597-digit CSE alone is the reference of its Observations); the",
-            "self-generated rows are new runs: `python scripts/digits_results.py --only table6 table7 --update`.",
+            "`DMAP (full) + CSE` on sr8, its 1,597-digit CSE alone is the reference of its Observations, and",
+            "Table 7's 1000-step row is Table 4's sr4 `DMAP (full) + CSE`); the other rows are new runs:",
+            '`python scripts/digits_results.py --only table6 table7 --update` ("–": not measured).',
             "",
         ]
     return lines
@@ -615,8 +631,8 @@ def replace_section(text: str, title: str, new: list[str], before: str | None = 
     start = next((i for i in heads if lines[i].startswith(title)), None)
     if start is None:
         at = next((i for i in heads if before and lines[i].startswith(before)), len(lines))
-        if at == len(lines) and lines[-1] != "":
-            lines.append("")
+        if lines[at - 1] != "":
+            new = ["", *new]
         return "\n".join(lines[:at] + new + lines[at:]) + "\n"
     end = next((i for i in heads if i > start), len(lines))
     return "\n".join(lines[:start] + new + lines[end:]) + "\n"

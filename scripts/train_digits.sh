@@ -33,10 +33,13 @@ install() {  # install FROM TO: replace a shipped checkpoint by a new one
 
 digits=configs/digits
 if [ "${1:-all}" = selfgen ]; then  # Table 6's self-generated rows: 100 unconditional samples of each prior
-  for tier_op in digits/sr4 digits_latent/sr8; do
-    tier=${tier_op%/*} op=${tier_op#*/}
+  # Each image is drawn from its own seed; the batch size (as the shipped ones were made) only
+  # changes the floating-point rounding.
+  for tier_op_batch in digits/sr4/8 digits_latent/sr8/100; do
+    tier=${tier_op_batch%%/*} rest=${tier_op_batch#*/}
+    op=${rest%/*} batch=${rest#*/} tier_op=$tier/${rest%/*}
     step "$tier: 100 self-generated digits" python -m data_tools selfgen --prior checkpoints/$tier/prior \
-      --count 100 --out outputs/selfgen/$tier --overwrite
+      --count 100 --batch-size $batch --out outputs/selfgen/$tier --overwrite
     step "$tier $op CSE (100 self-generated digits)" fit outputs/$tier/$op/train_cse_selfgen \
       --config configs/$tier_op/task.yaml --config $digits/train_cse.yaml --data.init_args.train=outputs/selfgen/$tier/shards
     install outputs/$tier/$op/train_cse_selfgen/controlnet checkpoints/$tier/${op}_cse_selfgen
