@@ -252,6 +252,10 @@ def table7() -> tuple[list[str], dict]:
             f"{cell(entry, 'seconds', 3)} |"
         )
         print(rows[-1], flush=True)
+    record["commands"] = {
+        "train": "OMP_NUM_THREADS=1 bash scripts/train_digits.sh steps  (train_seconds: each fit's wall-clock)",
+        "measure": "python scripts/digits_results.py --only table7 --update",
+    }
     if not EXTRA:  # a smoke run (--count) leaves the record alone
         TABLE7_RECORD.write_text(json.dumps(record, indent=1) + "\n")
     return rows, record
