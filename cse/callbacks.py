@@ -144,6 +144,7 @@ class ResultsWriter(BatchWriter):
         self.out = Path(output_dir or ".")
         self.rank = 0
         self.locked = False  # whether this writer took the folder's lock (and so releases it)
+        self.summarised = False  # whether this run wrote its summary (on_predict_end)
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -180,6 +181,7 @@ class ResultsWriter(BatchWriter):
         """Fail before hours of sampling, not after; tell the data what is already done."""
         if stage != "predict":
             return
+        self.summarised = False
         self.out, self.rank = Path(self.output_dir or trainer.default_root_dir), trainer.global_rank
         self.check_writable()
         self.hold_lock(trainer)
@@ -235,7 +237,13 @@ class ResultsWriter(BatchWriter):
             self.locked = False
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.release_lock()
+        # a rerun with nothing left to restore (a run killed after its last batch, before its summary)
+        # runs no predict loop, so Lightning calls no on_predict_end: summarise here
+        try:
+            if stage == "predict" and not self.summarised and trainer.is_global_zero and self.rows():
+                self.summarise(pl_module)
+        finally:
+            self.release_lock()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self.release_lock()  # Lightning skips teardown after an exception
@@ -265,6 +273,7 @@ class ResultsWriter(BatchWriter):
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         trainer.strategy.barrier("results written")  # every rank's files exist before anyone reads them
+        self.summarised = True
         if trainer.is_global_zero:
             self.summarise(pl_module)
 

@@ -268,3 +268,11 @@ def test_a_measurement_stored_as_an_image_is_fitted_as_clipped():
     assert torch.equal(grad, torch.zeros_like(grad))
     z = torch.randn(2, 3, 4, 4)
     torch.testing.assert_close(svd_of(operator, z).forward(z), SuperResolution(2)(z), atol=1e-5, rtol=1e-5)
+
+
+def test_a_run_killed_before_its_summary_gets_one_from_the_rerun(tmp_path):
+    out = tmp_path / "out"
+    run("inpaint", ROOT / "examples/digits/inpaint", out)
+    (out / "summary.json").unlink()  # as if killed after the last metrics line
+    summary = run("inpaint", ROOT / "examples/digits/inpaint", out)  # nothing left to restore
+    assert summary["count"] == 3
