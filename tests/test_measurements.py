@@ -276,3 +276,17 @@ def test_a_run_killed_before_its_summary_gets_one_from_the_rerun(tmp_path):
     (out / "summary.json").unlink()  # as if killed after the last metrics line
     summary = run("inpaint", ROOT / "examples/digits/inpaint", out)  # nothing left to restore
     assert summary["count"] == 3
+
+
+def test_an_attached_cse_is_frozen_so_sampling_keeps_no_graph_across_steps():
+    """A CSE's parameters requiring gradients made every state of a run carry an autograd graph (DDRM
+    + CSE was counted as back-propagating, and a batch of 200 ran out of memory)."""
+    from cse.priors.counting import CountingPrior
+    from cse.samplers.ddrm import DDRM
+
+    prior = DiffusersPrior.from_pretrained(str(PRIOR), controlnet=str(ROOT / "checkpoints/digits/sr4_cse"))
+    assert not any(p.requires_grad for p in prior.controlnet.parameters())
+    y = SuperResolution(4)(torch.rand(2, 3, 16, 16) * 2 - 1)
+    counted = CountingPrior(prior.conditioned(SuperResolution(4).lift(y)))
+    x = DDRM(num_steps=3)(counted, SuperResolution(4), y, seeds=[0, 1], shape=(3, 16, 16))
+    assert counted.gradients == 0 and not x.requires_grad

@@ -101,7 +101,7 @@ class DiffusersPrior(Prior):
         self.schedule, self.prediction_type = schedule, prediction_type
         self.register_buffer("prompt_embeds", prompt_embeds, persistent=False)
         self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.float(), persistent=False)
-        for module in (unet, vae):
+        for module in (unet, vae, controlnet):  # frozen: a trainer unfreezes what it trains
             if module is not None:
                 module.requires_grad_(False).eval()
         self.origin: dict = {}  # where the weights came from (set by from_pretrained)
@@ -177,7 +177,7 @@ class DiffusersPrior(Prior):
     def attach_controlnet(self, controlnet: ControlNetModel | None = None) -> ControlNetModel:
         """Attach a CSE: ``controlnet``, or a new one copied from the UNet (see :func:`build_controlnet`).
         What it was trained for is then unknown (``cse_record`` None)."""
-        self.controlnet = controlnet if controlnet is not None else build_controlnet(self)
+        self.controlnet = (controlnet if controlnet is not None else build_controlnet(self)).requires_grad_(False)
         self.cse_record = self.cse_folder = None
         return self.controlnet
 
