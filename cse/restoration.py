@@ -243,6 +243,12 @@ class RestorationModule(LightningModule):
             operator, repeated = Clipped(operator), Clipped(repeated)
         crop = lambda x: x  # noqa: E731
         if padded != size:
+            if getattr(self.sampler, "linear_only", False):
+                name, multiple = type(self.sampler).__name__, self.prior.size_multiple
+                raise InputError(
+                    f"{name} works in the operator's SVD, which a padded {size[0]}x{size[1]} restoration has not "
+                    f"here: give measurements whose restored sides are multiples of {multiple}"
+                )
             window = centred_window(size, padded)
             operator, repeated = Cropped(operator, window, padded), Cropped(repeated, window, padded)
             crop = operator.crop

@@ -290,3 +290,15 @@ def test_an_attached_cse_is_frozen_so_sampling_keeps_no_graph_across_steps():
     counted = CountingPrior(prior.conditioned(SuperResolution(4).lift(y)))
     x = DDRM(num_steps=3)(counted, SuperResolution(4), y, seeds=[0, 1], shape=(3, 16, 16))
     assert counted.gradients == 0 and not x.requires_grad
+
+
+def test_a_spectral_method_refuses_a_padded_measurement_in_one_line(digits_data):
+    from cse.samplers.ddrm import DDRM
+
+    module = RestorationModule(DiffusersPrior.from_pretrained(str(PRIOR)), Measurement(GaussianBlur(13, 1.5)), DDRM(2))
+    y = torch.zeros(1, 3, 15, 16)
+    with pytest.raises(InputError, match="multiples of 2"):
+        given(module, y, ["odd"])
+    mask = torch.ones(1, 16, 16)
+    masked = with_parameters(BoxInpainting((4, 4)), [mask, None], [None, None])
+    assert torch.equal(masked.mask[1, 0], BoxInpainting((4, 4)).mask(mask))

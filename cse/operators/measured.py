@@ -172,9 +172,9 @@ def with_parameters(template: Operator, masks: list[Tensor | None], kernels: lis
     if any(m is not None for m in masks):
         if not isinstance(template, BoxInpainting | MaskInpainting):
             raise InputError(f"a mask was given, but the task's operator is {type(template).__name__}")
-        size = next(m for m in masks if m is not None).shape[-2:]
-        box = lambda: template.mask(torch.empty(size))[None]  # noqa: E731
-        return MaskInpainting(torch.stack([m if m is not None else box() for m in masks]))
+        given = next(m for m in masks if m is not None)
+        box = template.mask(given)[None]  # the task's box where a measurement has no mask of its own
+        return MaskInpainting(torch.stack([m if m is not None else box for m in masks]))
     return template
 
 
