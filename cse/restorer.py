@@ -24,7 +24,7 @@ from torch import Tensor
 
 from cse.errors import InputError
 from cse.images import to_rgb, to_tensor, to_uint8
-from cse.operators.measured import kernel_problem
+from cse.operators.measured import normalised_kernel
 from cse.restoration import RestorationModule
 
 Images = Image.Image | Sequence[Image.Image] | Tensor
@@ -111,7 +111,4 @@ def as_kernel(kernel: np.ndarray | Tensor | None) -> Tensor | None:
     """The kernel as a normalised ``[k_h, k_w]`` tensor, or an ``InputError`` saying why it is not one."""
     if kernel is None:
         return None
-    kernel = torch.as_tensor(np.asarray(kernel, dtype=np.float64))
-    if problem := kernel_problem(kernel):
-        raise InputError(f"kernel: {problem}")
-    return (kernel / kernel.sum()).float()
+    return normalised_kernel(torch.as_tensor(np.asarray(kernel, dtype=np.float64)))

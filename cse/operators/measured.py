@@ -201,8 +201,13 @@ def read_kernel(data: bytes, name: str) -> Tensor:
         kernel = torch.as_tensor(np.asarray(array, dtype=np.float64))
     except (OSError, ValueError, TypeError) as error:
         raise InputError(f"kernel {name}: not readable as .npy or an image ({error})") from error
+    return normalised_kernel(kernel, f"kernel {name}")
+
+
+def normalised_kernel(kernel: Tensor, name: str = "kernel") -> Tensor:
+    """``kernel`` as float32 with sum 1, or an ``InputError`` naming it and why it is not a kernel."""
     if problem := kernel_problem(kernel):
-        raise InputError(f"kernel {name}: {problem}")
+        raise InputError(f"{name}: {problem}")
     return (kernel / kernel.sum()).float()
 
 

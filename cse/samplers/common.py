@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from cse.operators.base import Operator
+from cse.operators.svd import has_svd
 from cse.priors.base import Prior
 from cse.seeding import PerSampleNoise
 
@@ -133,6 +134,15 @@ def pixel_prior(prior: Prior) -> bool:
     while hasattr(prior, "prior") and isinstance(prior.prior, Prior):
         prior = prior.prior
     return getattr(prior, "vae", None) is None
+
+
+def check_spectral(method: str, prior: Prior, operator: Operator | None) -> None:
+    """Refuse what a method working in the operator's SVD cannot solve (DDRM, PiGDM): an operator
+    without an SVD here, or a latent prior (the SVD is of A on images, not through a decoder)."""
+    if not has_svd(operator):
+        raise TypeError(f"{method} needs a linear operator with an SVD, got {type(operator).__name__}")
+    if not pixel_prior(prior):
+        raise TypeError(f"{method} needs a pixel prior: its SVD is of A on images, not through a decoder")
 
 
 def state_template(prior: Prior, y: Tensor | None) -> Tensor:

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from cse.operators.base import Operator
-from cse.operators.svd import SVD, has_svd, svd_of
+from cse.operators.svd import SVD, svd_of
 from cse.priors.base import Prior
-from cse.samplers.common import Sampler, SamplingContext, Schedule, batch_view, check_finite, pixel_prior
+from cse.samplers.common import Sampler, SamplingContext, Schedule, batch_view, check_finite, check_spectral
 
 
 def spectral_measurement(svd: SVD, y: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -65,10 +65,7 @@ class DDRM(Sampler):
 
     def validate(self, prior: Prior, operator: Operator | None, y: Tensor | None) -> None:
         super().validate(prior, operator, y)
-        if not has_svd(operator):
-            raise TypeError(f"DDRM needs a linear operator with an SVD, got {type(operator).__name__}")
-        if not pixel_prior(prior):
-            raise TypeError("DDRM needs a pixel prior: its SVD is of A on images, not through a decoder")
+        check_spectral("DDRM", prior, operator)
 
     def initial_state(self, sigma: float, ctx: SamplingContext) -> Tensor:
         """Eq. 7: ``yb + sqrt(sigma_T^2 - sigma_y^2 / s^2) n`` where ``s sigma_T > sigma_y``, else ``sigma_T n``."""

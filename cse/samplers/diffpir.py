@@ -61,8 +61,9 @@ def data_step(ctx: SamplingContext, x0_hat: Tensor, rho: Tensor, prox_steps: int
 
 
 class DiffPIR(Sampler):
-    """DiffPIR with the tuned ``lambda_`` (eq. 13; the official deblurring runs take 7) and the noise
-    mixing ``zeta`` (0.3, the official runs'). ``prox_steps``: of the iterative proximal step
+    """DiffPIR with ``lambda_`` (eq. 13; the official deblurring runs take 7) and the noise mixing
+    ``zeta`` (0.3, the official runs'; the step tables tune it, lambda having no effect without noise).
+    ``prox_steps``: of the iterative proximal step
     (whose step ``1 / (1 + rho)`` is stable where ``||A decode|| <= 1``, as for blur, resizing, masks)."""
 
     def __init__(

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from cse.operators.base import Operator
-from cse.operators.svd import has_svd, svd_of
+from cse.operators.svd import svd_of
 from cse.priors.base import Prior
 from cse.samplers.common import (
     Sampler,
@@ -31,8 +31,8 @@ from cse.samplers.common import (
     ancestral_step,
     batch_view,
     check_finite,
+    check_spectral,
     check_step_size,
-    pixel_prior,
 )
 
 
@@ -68,10 +68,7 @@ class PiGDM(Sampler):
 
     def validate(self, prior: Prior, operator: Operator | None, y: Tensor | None) -> None:
         super().validate(prior, operator, y)
-        if not has_svd(operator):
-            raise TypeError(f"PiGDM needs a linear operator with an SVD, got {type(operator).__name__}")
-        if not pixel_prior(prior):
-            raise TypeError("PiGDM needs a pixel prior: its SVD is of A on images, not through a decoder")
+        check_spectral("PiGDM", prior, operator)
 
     def step(self, u: Tensor, sigma: float, sigma_next: float, ctx: SamplingContext) -> tuple[Tensor, dict]:
         with torch.enable_grad():
