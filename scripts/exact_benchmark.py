@@ -48,11 +48,18 @@ from cse.samplers.common import (
     Sampler,  # noqa: E402
     measurement_residual,  # noqa: E402
 )
-from cse.samplers.registry import METHODS  # noqa: E402
+from cse.samplers.registry import METHODS, NEWER  # noqa: E402
 from cse.seeding import PerSampleNoise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+
+
+POWERS = (0.0125, 0.05, 0.2, 0.8, 3.2)  # powers of 4, the default grid
+OWN_GRIDS = {  # DAPS's Langevin step by decades; DiffPIR's noise share, in [0, 1]
+    "daps": {"grid": (1e-5, 1e-4, 1e-3, 1e-2)},
+    "diffpir": {"grid": (0.05, 0.1, 0.2, 0.4, 0.8, 1.0), "highest": 1.0},
+}
 
 
 @dataclass
@@ -60,8 +67,9 @@ class Method:
     label: str
     make: object  # (step size, problem) -> sampler
     tuned: bool = True  # has a step size
-    grid: tuple[float, ...] = (0.0125, 0.05, 0.2, 0.8, 3.2)
+    grid: tuple[float, ...] = POWERS
     exact_cse: bool = False  # runs on the exact posterior
+    highest: float = 1e4  # the grid is not extended past it (a rate or a share: 1)
 
 
 EXACT_CSE = ("DPS + exact CSE", "DMAP K=3 + exact CSE")
@@ -88,7 +96,7 @@ def methods() -> list[Method]:
         Method("DPS", registered("dps")),
         Method("DPS, step ∝ σ² − σ'²", registered("dps_scaled")),
         Method("DPS (DDIM)", registered("dps_ddim")),
-        Method("DSG", registered("dsg"), grid=rate),
+        Method("DSG", registered("dsg"), grid=rate, highest=1.0),
         Method("DMAP K=1", registered("dmap_full", ascent_steps=1)),
         Method("DMAP K=2", registered("dmap_full", ascent_steps=2)),
         Method("DMAP K=3", registered("dmap_full")),
@@ -96,11 +104,7 @@ def methods() -> list[Method]:
         Method("PSLD", registered("psld")),
         Method("FreeDoM", registered("freedom")),
         Method("ReSample", registered("resample")),
-        Method("DDRM", registered("ddrm"), tuned=False),
-        Method("DiffPIR", registered("diffpir")),
-        Method("ΠGDM", registered("pigdm")),
-        Method("RED-diff", registered("reddiff")),
-        Method("DAPS", registered("daps"), grid=(1e-5, 1e-4, 1e-3, 1e-2)),
+        *(Method(METHODS[n].label, registered(n), bool(METHODS[n].tuned), **OWN_GRIDS.get(n, {})) for n in NEWER),
     ]
     twins = [replace(m, label=f"{m.label} + exact CSE", exact_cse=True) for m in listed if m.tuned]
     return listed + twins
@@ -144,7 +148,7 @@ def tune(method: Method, problem: ExactProblem, n: int, count: int) -> tuple[flo
         best = min(scores, key=scores.get)
         if not values and best in (min(scores), max(scores)) and scores[best] < math.inf:
             nxt = best * 4 if best == max(scores) else best / 4
-            if 1e-5 < nxt < 1e4 and nxt not in scores and (not method.label.startswith("DSG") or nxt <= 1):
+            if 1e-5 < nxt <= method.highest and nxt < 1e4 and nxt not in scores:
                 values.append(nxt)
     return min(scores, key=scores.get), scores
 

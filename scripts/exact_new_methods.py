@@ -16,6 +16,7 @@ import torch
 
 import cse  # noqa: F401
 from cse.analysis.exact import random_problem, toy_problem
+from cse.samplers.registry import METHODS, NEWER
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results-exact-new.json"
@@ -49,7 +50,7 @@ def main() -> None:
     import exact_benchmark
 
     torch.set_default_dtype(torch.float64)
-    out = measure(exact_benchmark, sys.argv[1:] or ["DPS", "DDRM", "DiffPIR", "ΠGDM", "RED-diff", "DAPS"])
+    out = measure(exact_benchmark, sys.argv[1:] or [METHODS[n].label for n in ("dps", *NEWER)])
     for name, rows in out.items():
         print(f"{name}: floor {rows['floor']:.4f}")
         for label, r in rows.items():

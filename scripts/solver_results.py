@@ -1,107 +1,291 @@
-"""The field's newer solvers beside the paper's on the pixel digits tier: docs/results-solvers.md.
+"""The field's newer solvers beside the paper's at equal cost, on both digits tiers.
 
-Each new method (DDRM, DiffPIR, PiGDM, RED-diff, DAPS) and, for reference, DPS, DSG and DMAP (full)
-restore the 200 test digits at the tier's step count, with and without the task's CSE, through the
+Each newer method of the registry (``cse.samplers.registry.NEWER``: DDRM, DiffPIR, ΠGDM, RED-diff,
+DAPS) and, for reference, DPS, DSG and DMAP (full) restore the 200 test digits of every operator
+where the method is defined, with and without the task's CSE, at 25, 50 and 100 steps, through the
 same `python -m cse predict` runs as docs/results-digits.md (scripts/digits_results.py's `predict`:
-runs are reused, so the script resumes); then at 25 and 100 steps for the cost-quality picture.
-Step sizes are the step table's (configs/digits/steps.yaml says which cells are not tuned yet).
+a finished run is reused, so the script resumes). Step sizes are the step tables' (each tuned on 32
+train digits by scripts/tune_digits.py, the same procedure for every method, at 50 steps).
 
-    python scripts/solver_results.py                       # sr4 (about 20 min on an idle 2-core CPU)
-    python scripts/solver_results.py --ops sr4 gblur --steps 50
+Writes docs/results-solvers.json (every run's means and per-image PSNR), docs/results-solvers.md
+(every number), docs/img/solvers-<tier>.png (PSNR and FID against network passes per image) and the
+section "The field's solvers at equal cost" of docs/results-digits.md (the figures and the verdict).
+
+    python scripts/solver_results.py                          # everything (hours on a 2-core CPU)
+    python scripts/solver_results.py --tiers digits --steps 50
+    python scripts/solver_results.py --report-only            # the report from the JSON
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import digits_results as results  # noqa: E402
 
-from cse.samplers.registry import METHODS  # noqa: E402
+from cse.samplers.registry import METHODS, NEWER  # noqa: E402
 from cse.steps import not_defined  # noqa: E402
 
-NEW = ("ddrm", "diffpir", "pigdm", "reddiff", "daps")
 REFERENCE = ("dps", "dsg", "dmap_full")
+OURS = "dmap_full"  # the paper's method, whose standing the verdict gives
+JSON = ROOT / "docs" / "results-solvers.json"
+REPORT = ROOT / "docs" / "results-solvers.md"
+BATCH: list[str] = []  # --batch: digits restored at once (memory and seconds, not the images)
+KEPT = ("psnr", "ssim", "fid", "network_evaluations", "network_gradients", "seconds")
 
 
-BATCH: list[str] = []  # --batch: the data's batch size (memory)
+def key(tier: str, op: str, method: str, with_cse: bool, steps: int) -> str:
+    return f"{tier}/{op}:{method}{'+cse' if with_cse else ''}@{steps}"
 
 
-def run(op: str, method: str, with_cse: bool, steps: int) -> dict | None:
-    """One cell's summary, or None where the method is not defined for the task."""
-    task = f"digits/{op}"
+def parse(k: str) -> tuple[str, str, str, bool, int]:
+    task, rest = k.split(":")
+    name, steps = rest.split("@")
+    tier, op = task.split("/")
+    return tier, op, name.removesuffix("+cse"), name.endswith("+cse"), int(steps)
+
+
+def run(tier: str, op: str, method: str, with_cse: bool, steps: int) -> dict | None:
+    """One run's means and per-image PSNR, or None where the method is not defined on the task."""
+    task = f"{tier}/{op}"
     if not_defined(results.CONFIGS / task / "task.yaml", method) is not None:
         return None
     files = [f"samplers/{method}.yaml"] + ([f"{task}/cse.yaml"] if with_cse else [])
     name = method + ("+cse" if with_cse else "") + ("" if steps == 50 else f"@{steps}")
     summary = results.predict(task, files, name, f"--steps.num_steps={steps}", *BATCH)
-    return {k: summary.get(k) for k in ("psnr", "ssim", "fid", "network_evaluations", "network_gradients", "seconds")}
+    lines = (results.OUT / task / name / "metrics.jsonl").read_text().splitlines()
+    per_image = {r["key"]: round(r["psnr"], 3) for r in map(json.loads, lines)}
+    return {k: summary.get(k) for k in KEPT} | {"per_image_psnr": dict(sorted(per_image.items()))}
 
 
-def row(op: str, method: str, with_cse: bool, steps: int, s: dict | None) -> str:
-    name = METHODS[method].label + (" + CSE" if with_cse else "")
-    if s is None:
-        return f"| {op} | {name} | {steps} | n/a | | | | |"
-    cost = s["network_evaluations"] + s["network_gradients"]
-    return (
-        f"| {op} | {name} | {steps} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['fid']:.2f} | "
-        f"{s['network_evaluations']:.0f} + {s['network_gradients']:.0f} = {cost:.0f} | {s['seconds']:.2f} |"
-    )
+def cost(r: dict) -> float:
+    """Network passes per image: forward evaluations plus backward passes through the network."""
+    return r["network_evaluations"] + r["network_gradients"]
 
 
-HEADER = """# The newer solvers beside the paper's, pixel digits ×4 super-resolution
-
-Generated by `python scripts/solver_results.py` (its JSON: `docs/results-solvers.json`): the 200 test
-digits, noise-free measurements, the shipped pixel prior and sr4 CSE, step sizes from
-`configs/digits/steps.yaml` (which lists the cells not tuned yet: DiffPIR's ζ everywhere). Cost is network
-forward passes plus backward passes through the network, per image; seconds were measured on a CPU
-shared with other jobs. Rows missing from the table were not run yet. DDRM + CSE's backward count
-(49) is an artefact of that run: the attached CSE's parameters required gradients, so each state
-carried an autograd graph that no backward pass used (fixed since: a loaded CSE is frozen).
-
-"""
+def record(k: str, r: dict | None) -> None:
+    """Add one run to the JSON, read afresh (runs on two tiers may write it from two processes)."""
+    done = json.loads(JSON.read_text()) if JSON.is_file() else {}
+    done[k] = r
+    JSON.write_text(json.dumps(dict(sorted(done.items())), indent=0))
 
 
-def write_report() -> None:
-    """docs/results-solvers.md from the JSON the runs wrote."""
-    rows = json.loads((ROOT / "docs" / "results-solvers.json").read_text())["rows"]
-    (ROOT / "docs" / "results-solvers.md").write_text(HEADER + "\n".join(rows) + "\n")
+# -- the report ----------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ops", nargs="+", default=["sr4"])
-    parser.add_argument("--steps", nargs="+", type=int, default=[50, 25, 100])
-    parser.add_argument("--methods", nargs="+", default=[*NEW, *REFERENCE])
-    parser.add_argument("--no-cse", action="store_true", help="without the CSE rows")
-    parser.add_argument("--batch", type=int, help="digits restored at once (default: the task's 200)")
-    parser.add_argument("--report-only", action="store_true", help="write the report from the JSON")
-    args = parser.parse_args()
-    if args.report_only:
-        write_report()
-        return
-    if args.batch:
-        BATCH.append(f"--data.init_args.batch_size={args.batch}")
+def label(method: str, with_cse: bool) -> str:
+    return METHODS[method].label + (" + CSE" if with_cse else "")
+
+
+def paired(a: dict, b: dict) -> tuple[float, float]:
+    """Mean and standard error of the per-image PSNR difference a − b over the images both hold."""
+    keys = sorted(set(a["per_image_psnr"]) & set(b["per_image_psnr"]))
+    d = [a["per_image_psnr"][k] - b["per_image_psnr"][k] for k in keys]
+    mean = sum(d) / len(d)
+    std = math.sqrt(sum((x - mean) ** 2 for x in d) / max(1, len(d) - 1))
+    return mean, std / math.sqrt(len(d))
+
+
+def table(done: dict, tier: str) -> list[str]:
     lines = [
         "| operator | method | steps | PSNR ↑ | SSIM ↑ | FID ↓ | network forward + backward / image | s / image |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    done = {}
-    for steps in args.steps:
-        for with_cse in (False,) if args.no_cse or steps != 50 else (False, True):
-            for op in args.ops:
-                for method in args.methods:
-                    s = run(op, method, with_cse, steps)
-                    done[f"{op}:{method}{'+cse' if with_cse else ''}@{steps}"] = s
-                    lines.append(row(op, method, with_cse, steps, s))
-                    print(lines[-1], flush=True)
-                    out = ROOT / "docs" / "results-solvers.json"
-                    out.write_text(json.dumps({"rows": lines, "runs": done}, indent=1))
+    for op in results.TIERS[tier]:
+        runs = sorted(
+            ((parse(k), r) for k, r in done.items() if r and k.startswith(f"{tier}/{op}:")),
+            key=lambda x: (x[0][3], ORDER.index(x[0][2]), x[0][4]),
+        )
+        for (_, _, method, with_cse, steps), r in runs:
+            lines.append(
+                f"| {op} | {label(method, with_cse)} | {steps} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['fid']:.2f} | "
+                f"{r['network_evaluations']:.0f} + {r['network_gradients']:.0f} = {cost(r):.0f} | {r['seconds']:.2f} |"
+            )
+    return lines
+
+
+ORDER = [*NEWER, *REFERENCE]
+
+
+def curves(done: dict, tier: str, op: str) -> dict[tuple[str, bool], list[tuple[float, dict]]]:
+    """(method, + CSE) -> [(cost, run)] by cost."""
+    out: dict[tuple[str, bool], list[tuple[float, dict]]] = {}
+    for k, r in done.items():
+        t, o, method, with_cse, _ = parse(k)
+        if r and t == tier and o == op:
+            out.setdefault((method, with_cse), []).append((cost(r), r))
+    return {m: sorted(points, key=lambda p: p[0]) for m, points in out.items()}
+
+
+def figure(done: dict, tier: str, path: Path) -> None:
+    ops = results.TIERS[tier]
+    fig, axes = plt.subplots(2, len(ops), figsize=(4.2 * len(ops), 7.2), squeeze=False)
+    colours = dict(zip(ORDER, plt.get_cmap("tab10").colors, strict=False))
+    for j, op in enumerate(ops):
+        for (method, with_cse), points in sorted(curves(done, tier, op).items(), key=lambda x: ORDER.index(x[0][0])):
+            style = {"color": colours[method], "ls": "--" if with_cse else "-", "marker": "o" if with_cse else "s"}
+            xs = [c for c, _ in points]
+            for i, metric in enumerate(("psnr", "fid")):
+                axes[i][j].plot(xs, [r[metric] for _, r in points], label=label(method, with_cse), ms=4, **style)
+        for i, metric in enumerate(("PSNR (dB) ↑", "FID (digits classifier) ↓")):
+            ax = axes[i][j]
+            ax.set_xscale("log")
+            ax.set_xlabel("network forward + backward passes per image")
+            ax.set_ylabel(metric)
+            ax.grid(alpha=0.3)
+        axes[0][j].set_title(f"{tier} {op}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+BUDGETS = (50, 100, 200, 400, 700)
+
+
+def best_within(done: dict, tier: str, op: str, budget: float, metric: str) -> tuple[str, dict] | None:
+    """The run with the best ``metric`` among those costing at most ``budget`` passes per image."""
+    pool = [(k, r) for k, r in done.items() if r and k.startswith(f"{tier}/{op}:") and cost(r) <= budget]
+    if not pool:
+        return None
+    sign = 1 if metric == "psnr" else -1
+    return max(pool, key=lambda kr: sign * kr[1][metric])
+
+
+def name_of(k: str) -> str:
+    _, _, method, with_cse, steps = parse(k)
+    return f"{label(method, with_cse)} ({steps} steps)"
+
+
+def budget_table(done: dict, tier: str) -> list[str]:
+    lines = [
+        "| operator | budget (passes / image) | best by PSNR | PSNR | best by FID | FID |",
+        "|---|---|---|---|---|---|",
+    ]
+    for op in results.TIERS[tier]:
+        for budget in BUDGETS:
+            p, f = best_within(done, tier, op, budget, "psnr"), best_within(done, tier, op, budget, "fid")
+            if p and f:
+                lines.append(
+                    f"| {op} | ≤ {budget} | {name_of(p[0])} | {p[1]['psnr']:.2f} | {name_of(f[0])} | {f[1]['fid']:.2f} |"
+                )
+    return lines
+
+
+def standing(done: dict, tier: str) -> list[str]:
+    """DMAP (full), alone and + CSE, at each step count against the best other run costing no more:
+    wins / ties / loses by PSNR (the paired difference beyond two standard errors) and by FID."""
+    lines = [
+        "| operator | ours | its cost | best other at ≤ that cost (by PSNR) | PSNR difference (± s.e.) | by PSNR | by FID |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for op in results.TIERS[tier]:
+        for k, r in sorted(done.items()):
+            t, o, method, with_cse, steps = parse(k) if r else ("", "", "", False, 0)
+            if not r or (t, o, method) != (tier, op, OURS):
+                continue
+            others = {
+                kk: rr
+                for kk, rr in done.items()
+                if rr and kk.startswith(f"{tier}/{op}:") and parse(kk)[2] != OURS and cost(rr) <= cost(r)
+            }
+            if not others:
+                continue
+            rival_key = max(others, key=lambda kk: others[kk]["psnr"])
+            mean, se = paired(r, others[rival_key])
+            by_psnr = "wins" if mean > 2 * se else "loses" if mean < -2 * se else "ties"
+            best_fid = min(others.values(), key=lambda rr: rr["fid"])["fid"]
+            by_fid = "wins" if r["fid"] < best_fid else "loses"
+            lines.append(
+                f"| {op} | {label(method, with_cse)}, {steps} steps | {cost(r):.0f} | {name_of(rival_key)} | "
+                f"{mean:+.2f} ± {se:.2f} | {by_psnr} | {by_fid} (best other {best_fid:.2f}) |"
+            )
+    return lines
+
+
+INTRO = """The 200 test digits, noise-free measurements, the shipped priors and CSEs; every method at 25, 50
+and 100 steps, alone and + CSE, with the step sizes of `configs/<tier>/steps.yaml` (each method's own,
+tuned at 50 steps on 32 train digits by `scripts/tune_digits.py`, the same procedure for all). Cost is
+the network passes per image: forward evaluations plus backward passes through the network (+ CSE, an
+evaluation also runs the ControlNet, about half a UNet more: compare seconds). Seconds were measured
+with two runs sharing the 2 CPU cores. DDRM and ΠGDM need the operator's SVD in pixel space: they
+have no latent cells, nor cells on the nonlinear blur. Generated by `python scripts/solver_results.py`
+(every number: `docs/results-solvers.md`, `docs/results-solvers.json`)."""
+
+
+def verdict_section(done: dict) -> list[str]:
+    lines = ["## The field's solvers at equal cost", "", INTRO, ""]
+    for tier in results.TIERS:
+        if not any(k.startswith(f"{tier}/") for k in done):
+            continue
+        lines += [f"### {tier}", "", f"![PSNR and FID against cost, {tier}](img/solvers-{tier}.png)", ""]
+        lines += ["The best run within each budget of network passes per image:", "", *budget_table(done, tier), ""]
+        lines += [
+            "DMAP (full), the paper's method, against the best other run (any method, with or without the CSE)",
+            "that costs no more; by PSNR it wins or loses where the paired difference over the 200 digits",
+            "exceeds two standard errors, else it ties:",
+            "",
+            *standing(done, tier),
+            "",
+        ]
+    return lines
+
+
+def write_report() -> None:
+    done = {k: r for k, r in json.loads(JSON.read_text()).items() if r}
+    lines = ["# The field's solvers beside the paper's, both digits tiers", "", INTRO, ""]
+    for tier in results.TIERS:
+        if any(k.startswith(f"{tier}/") for k in done):
+            figure(done, tier, ROOT / "docs" / "img" / f"solvers-{tier}.png")
+            lines += [f"## {tier}", "", f"![PSNR and FID against cost](img/solvers-{tier}.png)", "", *table(done, tier)]
+            lines.append("")
+    REPORT.write_text("\n".join(lines))
+    path = ROOT / "docs" / "results-digits.md"
+    text = path.read_text()
+    for tier in results.TIERS:
+        text = results.replace_section(
+            text, f"## {tier}: step sizes", [f"## {tier}: step sizes", "", *results.step_size_table(tier), ""]
+        )
+    text = results.replace_section(
+        text, "## The field's solvers at equal cost", verdict_section(done), before="## Table 5"
+    )
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiers", nargs="+", default=results.SHIPPED, choices=list(results.TIERS))
+    parser.add_argument("--ops", nargs="+", help="only these operators (default: every one of each tier)")
+    parser.add_argument("--steps", nargs="+", type=int, default=[50, 25, 100])
+    parser.add_argument("--methods", nargs="+", default=ORDER, choices=ORDER)
+    parser.add_argument("--no-cse", action="store_true", help="without the + CSE runs")
+    parser.add_argument("--batch", type=int, default=50, help="digits restored at once (default %(default)s)")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the JSON")
+    args = parser.parse_args()
+    if not args.report_only:
+        BATCH.append(f"--data.init_args.batch_size={args.batch}")
+        for steps in args.steps:
+            for tier in args.tiers:
+                for op in [op for op in results.TIERS[tier] if not args.ops or op in args.ops]:
+                    for with_cse in (False,) if args.no_cse else (False, True):
+                        for method in args.methods:
+                            k = key(tier, op, method, with_cse, steps)
+                            r = run(tier, op, method, with_cse, steps)
+                            record(k, r)
+                            print(k, "n/a" if r is None else f"PSNR {r['psnr']:.2f} cost {cost(r):.0f}", flush=True)
     write_report()
 
 

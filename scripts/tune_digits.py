@@ -107,6 +107,14 @@ def write_back(task: str, method: str, setting: str, value: float) -> None:
     table.path.write_text(table.with_setting(method, column, setting, value).dumps())
 
 
+def record(task: str, key: str, entry: dict) -> None:
+    """Add one tuned cell's scores to docs/digits-tuning.json, read afresh (runs on two tiers may share it)."""
+    path = ROOT / "docs" / "digits-tuning.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    report.setdefault(task, {})[key] = entry
+    path.write_text(json.dumps(report, indent=2))
+
+
 def defined(task: str, method: str) -> bool:
     """Whether the method is defined on the task (else it says why, e.g. PSLD on a nonlinear operator)."""
     reason = not_defined(CONFIGS / task / "task.yaml", method)
@@ -136,9 +144,6 @@ def main() -> None:
     )
     parser.add_argument("--methods", nargs="+", default=TUNED, choices=TUNED)
     args = parser.parse_args()
-    report_path = ROOT / "docs" / "digits-tuning.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    report.pop("chosen", None), report.pop("psnr_on_32_train_digits", None)  # the layout before configs composed
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for task in args.tasks:
@@ -151,9 +156,7 @@ def main() -> None:
                     continue
                 best, scores = tune(task, method, images, scratch)
                 write_back(task, method, tuned_setting(method), best)
-                entry = {"chosen": best, "psnr_on_32_train_digits": scores}
-                report.setdefault(task, {})[f"{method}.{tuned_setting(method)}"] = entry
-                report_path.write_text(json.dumps(report, indent=2))
+                record(task, f"{method}.{tuned_setting(method)}", {"chosen": best, "psnr_on_32_train_digits": scores})
 
 
 if __name__ == "__main__":

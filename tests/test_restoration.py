@@ -31,7 +31,7 @@ from cse.priors.conditioned import write_cse_record
 from cse.priors.schedule import DiscreteSchedule
 from cse.restoration import RestorationModule
 from cse.samplers import DPS
-from cse.samplers.registry import METHODS, Need
+from cse.samplers.registry import METHODS, NEWER, Need
 from cse.steps import StepTableError, not_defined
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,25 +168,32 @@ def test_each_sampler_file_runs_with_and_without_the_cse(sampler, tiny_latent, t
     assert with_cse == tiny_cse
 
 
-SOLVERS = ("ddrm", "diffpir", "pigdm", "reddiff", "daps")
-"""The diffusion inverse-problem solvers with likelihoods of their own (cse.samplers.ddrm ... daps)."""
+NEWER_CELLS = [(m, t) for m in NEWER for t in DIGITS_TASKS if applies(t, m)]
+"""Every digits task (pixel and latent) each of the field's newer solvers is defined on."""
 
 
-@pytest.mark.parametrize("sampler", SOLVERS)
-def test_each_solver_runs_once_from_the_cli_on_the_digits(sampler, digits_at, tmp_path):
-    """Each on the pixel digits' x4 super-resolution, through the method file and the step table."""
+@pytest.mark.parametrize(("sampler", "task"), NEWER_CELLS)
+def test_each_newer_solver_runs_from_the_cli_on_every_digits_task(sampler, task, digits_at, tmp_path):
+    """Through the method file, the step table's cell and the shipped checkpoints; 2 steps, 1 digit."""
+    data = digits_at(data_config(task)["init_args"]["image_size"])
     main(
         [
             "predict",
-            *configs("digits/sr4", f"samplers/{sampler}.yaml"),
-            "--steps.num_steps=3",
-            f"--data.init_args.predict={digits_at(16) / 'test'}",
-            "--data.init_args.predict_count=2",
-            "--trainer.callbacks.init_args.kid_subset_size=2",
+            *configs(task, f"samplers/{sampler}.yaml"),
+            "--steps.num_steps=2",
+            f"--data.init_args.predict={data / 'test'}",
+            "--data.init_args.predict_count=1",
+            "--trainer.callbacks.init_args.fid=false",
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )
-    assert summary(tmp_path)["count"] == 2 and math.isfinite(summary(tmp_path)["psnr"])
+    assert summary(tmp_path)["count"] == 1 and math.isfinite(summary(tmp_path)["psnr"])
+
+
+def test_the_newer_solvers_cover_both_digits_tiers():
+    """The cells above are not empty by accident: the latent tier has DiffPIR, RED-diff and DAPS."""
+    assert {t.split("/")[0] for _, t in NEWER_CELLS} == {"digits", "digits_latent"}
+    assert {m for m, t in NEWER_CELLS if t.startswith("digits_latent")} == {"diffpir", "reddiff", "daps"}
 
 
 def data_config(task: str) -> dict:

@@ -128,6 +128,8 @@ METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in _LISTED})
 """Every method, by the name configs and step tables use."""
 TABLE4 = ("dps", "psld", "resample", "freedom", "dsg", "dmap_same", "dmap_full")
 """The methods of the paper's Table 4, in its order (the results' and the benchmark's rows)."""
+NEWER = ("ddrm", "diffpir", "pigdm", "reddiff", "daps")
+"""The field's solvers that came after the paper's baselines, each with a likelihood step of its own."""
 
 
 def method(name: str) -> Method:
