@@ -164,13 +164,22 @@ def load_record(path: Path | None, settings: dict) -> dict:
     return record["runs"]
 
 
+def our_tuned(name: str) -> str:
+    """Our method's tuned settings on digits/sr4 as the step table gives them today ("" for none)."""
+    sampler = our_method(name, 1)
+    tuned = METHODS[name].tuned if name in METHODS else ()
+    return ", ".join(f"{k.rstrip('_')} {getattr(sampler, k):g}" for k in tuned)
+
+
 def label(who: str, name: str, nfe: int, diffpir: dict) -> str:
-    """A run's name in the record; DeepInverse's DiffPIR with its settings."""
+    """A run's name in the record: DeepInverse's DiffPIR with its settings, ours with the step
+    table's (so a record made under another tuned value is not reused)."""
     if who == "DeepInverse" and name == "diffpir":
         return (
             f"{who} {name} {nfe} (lambda {diffpir['lambda_']:g}, zeta {diffpir['zeta']:g}, floor {diffpir['floor']:g})"
         )
-    return f"{who} {name} {nfe}"
+    tuned = our_tuned(name) if who == "cse" else ""
+    return f"{who} {name} {nfe}" + (f" ({tuned})" if tuned else "")
 
 
 def paired(runs: dict, nfes: list[int], diffpir: dict) -> list[str]:

@@ -24,10 +24,11 @@ SETTINGS = {"samples": 300, "repeats": 2, "tuning_samples": 200, "tuning_measure
 
 
 def measure(benchmark, labels: list[str]) -> dict:
-    out = {}
+    """Score ``labels`` on every problem; rows of other methods already in the JSON are kept."""
+    out = json.loads(OUT.read_text()) if OUT.is_file() else {}
     for problem in [toy_problem("paper"), toy_problem("noisy"), toy_problem("zero"), random_problem()]:
         size = SETTINGS["samples"] if problem.prior.dim <= 2 else SETTINGS["samples"] // 2
-        out[problem.name] = {"floor": benchmark.floor(problem, size, 2)["energy"]["mean"]}
+        out.setdefault(problem.name, {})["floor"] = benchmark.floor(problem, size, 2)["energy"]["mean"]
         for method in [m for m in benchmark.methods() if m.label in labels]:
             start = time.time()
             r = benchmark.evaluate(method, problem, SETTINGS)
