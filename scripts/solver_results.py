@@ -40,10 +40,11 @@ from cse.steps import not_defined  # noqa: E402
 REFERENCE = ("dps", "dsg", "dmap_full")
 VARIANTS = ("dmap_full_scaled",)  # DMAP with the noise-level step (σ² − σ'²), tuned the same way
 OURS = ("dmap_full", *VARIANTS)  # the paper's method and its variant, whose standing the verdict gives
+ORDER = [*NEWER, *REFERENCE, *VARIANTS]  # the tables' and the figures' order
 JSON = ROOT / "docs" / "results-solvers.json"
 REPORT = ROOT / "docs" / "results-solvers.md"
 BATCH: list[str] = []  # --batch: digits restored at once (memory and seconds, not the images)
-KEPT = ("psnr", "ssim", "fid", "network_evaluations", "network_gradients", "seconds")
+KEPT = ("psnr", "ssim", "fid", "kid", "kid_std", "network_evaluations", "network_gradients", "seconds")
 
 
 def key(tier: str, op: str, method: str, with_cse: bool, steps: int) -> str:
@@ -63,11 +64,33 @@ def run(tier: str, op: str, method: str, with_cse: bool, steps: int) -> dict | N
     if not_defined(results.CONFIGS / task / "task.yaml", method) is not None:
         return None
     files = [f"samplers/{method}.yaml"] + ([f"{task}/cse.yaml"] if with_cse else [])
-    name = method + ("+cse" if with_cse else "") + ("" if steps == 50 else f"@{steps}")
-    summary = results.predict(task, files, name, f"--steps.num_steps={steps}", *BATCH)
-    lines = (results.OUT / task / name / "metrics.jsonl").read_text().splitlines()
-    per_image = {r["key"]: round(r["psnr"], 3) for r in map(json.loads, lines)}
+    results.predict(task, files, folder(method, with_cse, steps), f"--steps.num_steps={steps}", *BATCH)
+    return read_run(results.OUT / task / folder(method, with_cse, steps))
+
+
+def folder(method: str, with_cse: bool, steps: int) -> str:
+    return method + ("+cse" if with_cse else "") + ("" if steps == 50 else f"@{steps}")
+
+
+def read_run(out: Path) -> dict:
+    """A finished run's means (``KEPT``) and per-image PSNR, from its summary and metrics."""
+    summary = json.loads((out / "summary.json").read_text())
+    per_image = {
+        r["key"]: round(r["psnr"], 3) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    }
     return {k: summary.get(k) for k in KEPT} | {"per_image_psnr": dict(sorted(per_image.items()))}
+
+
+def refreshed(done: dict) -> dict:
+    """The JSON's runs, and every finished run of these methods in outputs/results, read from its folder."""
+    out = dict(done)
+    for tier, ops in results.TIERS.items():
+        for op in ops:
+            for method, with_cse, steps in [(m, c, s) for m in ORDER for c in (False, True) for s in (25, 50, 100)]:
+                path = results.OUT / tier / op / folder(method, with_cse, steps)
+                if (path / "summary.json").is_file():
+                    out[key(tier, op, method, with_cse, steps)] = read_run(path)
+    return out
 
 
 def cost(r: dict) -> float:
@@ -78,8 +101,12 @@ def cost(r: dict) -> float:
 def record(k: str, r: dict | None) -> None:
     """Add one run to the JSON, read afresh (runs on two tiers may write it from two processes)."""
     done = json.loads(JSON.read_text()) if JSON.is_file() else {}
-    done[k] = r
-    JSON.write_text(json.dumps(dict(sorted(done.items())), indent=0))
+    save({**done, k: r})
+
+
+def save(done: dict) -> None:
+    lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(done.items())]  # a run a line
+    JSON.write_text("{\n" + ",\n".join(lines) + "\n}\n")
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -100,8 +127,8 @@ def paired(a: dict, b: dict) -> tuple[float, float]:
 
 def table(done: dict, tier: str) -> list[str]:
     lines = [
-        "| operator | method | steps | PSNR ↑ | SSIM ↑ | FID ↓ | network forward + backward / image | s / image |",
-        "|---|---|---|---|---|---|---|---|",
+        "| operator | method | steps | PSNR ↑ | SSIM ↑ | FID ↓ | KID ↓ | network forward + backward / image | s / image |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for op in results.TIERS[tier]:
         runs = sorted(
@@ -110,13 +137,10 @@ def table(done: dict, tier: str) -> list[str]:
         )
         for (_, _, method, with_cse, steps), r in runs:
             lines.append(
-                f"| {op} | {label(method, with_cse)} | {steps} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['fid']:.2f} | "
+                f"| {op} | {label(method, with_cse)} | {steps} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['fid']:.2f} | {results.kid(r)} | "
                 f"{r['network_evaluations']:.0f} + {r['network_gradients']:.0f} = {cost(r):.0f} | {r['seconds']:.2f} |"
             )
     return lines
-
-
-ORDER = [*NEWER, *REFERENCE, *VARIANTS]
 
 
 def curves(done: dict, tier: str, op: str) -> dict[tuple[str, bool], list[tuple[float, dict]]]:
@@ -127,6 +151,10 @@ def curves(done: dict, tier: str, op: str) -> dict[tuple[str, bool], list[tuple[
         if r and t == tier and o == op:
             out.setdefault((method, with_cse), []).append((cost(r), r))
     return {m: sorted(points, key=lambda p: p[0]) for m, points in out.items()}
+
+
+BUDGETS = (50, 100, 200, 400, 700)  # network passes per image
+TICKS = (25, 50, 100, 200, 400, 800)
 
 
 def figure(done: dict, tier: str, path: Path) -> None:
@@ -142,6 +170,8 @@ def figure(done: dict, tier: str, path: Path) -> None:
         for i, metric in enumerate(("PSNR (dB) ↑", "FID (digits classifier) ↓")):
             ax = axes[i][j]
             ax.set_xscale("log")
+            ax.set_xticks(TICKS, [str(x) for x in TICKS])
+            ax.minorticks_off()
             ax.set_xlabel("network forward + backward passes per image")
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
@@ -152,9 +182,6 @@ def figure(done: dict, tier: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-BUDGETS = (50, 100, 200, 400, 700)
 
 
 def best_within(done: dict, tier: str, op: str, budget: float, metric: str) -> tuple[str, dict] | None:
@@ -217,11 +244,12 @@ def standing(done: dict, tier: str) -> list[str]:
     return lines
 
 
-INTRO = """The 200 test digits, noise-free measurements, the shipped priors and CSEs; every method at 25, 50
-and 100 steps, alone and + CSE, with the step sizes of `configs/<tier>/steps.yaml` (each method's own,
-tuned at 50 steps on 32 train digits by `scripts/tune_digits.py`, the same procedure for all). Cost is
-the network passes per image: forward evaluations plus backward passes through the network (+ CSE, an
-evaluation also runs the ControlNet, about half a UNet more: compare seconds). Seconds were measured
+INTRO = """The 200 test digits, noise-free measurements, the shipped priors and CSEs; each method alone and
++ CSE at 50 steps, and at 25 and 100 steps where the tables list them (operators and tiers without
+rows were not run), with the step sizes of `configs/<tier>/steps.yaml` (each method's own, tuned at
+50 steps on 32 train digits by `scripts/tune_digits.py`, the same procedure for all). Cost is
+the network passes per image: forward evaluations plus backward passes through the network (+ CSE,
+each evaluation also runs the ControlNet, a copy of the UNet's encoder: compare the seconds). Seconds were measured
 with two runs sharing the 2 CPU cores. DDRM and ΠGDM need the operator's SVD in pixel space: they
 have no latent cells, nor cells on the nonlinear blur. Generated by `python scripts/solver_results.py`
 (every number: `docs/results-solvers.md`, `docs/results-solvers.json`)."""
@@ -238,7 +266,7 @@ def verdict_section(done: dict) -> list[str]:
             "DMAP (full), the paper's method (and its variant with the noise-level step, where run), against",
             "the best other run (any other method, with or without the CSE) that costs no more; by PSNR it",
             "wins or loses where the paired difference over the 200 digits exceeds two standard errors, else",
-            "it ties:",
+            "it ties. By FID (no uncertainty is computed for it) it wins where its FID is the lowest:",
             "",
             *standing(done, tier),
             "",
@@ -247,7 +275,9 @@ def verdict_section(done: dict) -> list[str]:
 
 
 def write_report() -> None:
-    done = {k: r for k, r in json.loads(JSON.read_text()).items() if r}
+    everything = refreshed(json.loads(JSON.read_text()))
+    save(everything)
+    done = {k: r for k, r in everything.items() if r}
     lines = ["# The field's solvers beside the paper's, both digits tiers", "", INTRO, ""]
     for tier in results.TIERS:
         if any(k.startswith(f"{tier}/") for k in done):
