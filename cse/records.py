@@ -40,6 +40,8 @@ class ImageMetrics(TypedDict):
     seconds: float  # sampling time per image (its batch's time / batch size)
     network_evaluations: float  # network forward passes per image
     network_gradients: float  # of which back-propagated through
+    decoder_passes: float  # a latent prior's decoder forward passes per image (0 on a pixel prior)
+    decoder_gradients: float  # of which back-propagated through
     peak_memory_mb: float | None  # peak CUDA memory of the batch (None on CPU)
     batch_size: int
     noise_std: float  # of the measurement, on [-1, 1]: the task's, given, or estimated ("auto")

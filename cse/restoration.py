@@ -347,6 +347,8 @@ class RestorationModule(LightningModule):
             "seconds": seconds / len(keys),
             "network_evaluations": counted.evaluations / len(keys),
             "network_gradients": counted.gradients / len(keys),
+            "decoder_passes": counted.decodes / len(keys),
+            "decoder_gradients": counted.decoder_gradients / len(keys),
             "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
             "batch_size": len(keys),
         }

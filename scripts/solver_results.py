@@ -45,6 +45,7 @@ JSON = ROOT / "docs" / "results-solvers.json"
 REPORT = ROOT / "docs" / "results-solvers.md"
 BATCH: list[str] = []  # --batch: digits restored at once (memory and seconds, not the images)
 KEPT = ("psnr", "ssim", "fid", "kid", "kid_std", "network_evaluations", "network_gradients", "seconds")
+KEPT += ("decoder_passes", "decoder_gradients")  # a latent prior's; absent from runs made before they were counted
 
 
 def key(tier: str, op: str, method: str, with_cse: bool, steps: int) -> str:
@@ -93,6 +94,13 @@ def refreshed(done: dict) -> dict:
     return out
 
 
+def decoder(r: dict) -> str:
+    """A latent prior's decoder passes per image, forward + backward ("–": not counted in that run)."""
+    if r.get("decoder_passes") is None:
+        return "–"
+    return f"{r['decoder_passes']:.0f} + {r['decoder_gradients']:.0f}"
+
+
 def cost(r: dict) -> float:
     """Network passes per image: forward evaluations plus backward passes through the network."""
     return r["network_evaluations"] + r["network_gradients"]
@@ -127,8 +135,9 @@ def paired(a: dict, b: dict) -> tuple[float, float]:
 
 def table(done: dict, tier: str) -> list[str]:
     lines = [
-        "| operator | method | steps | PSNR ↑ | SSIM ↑ | FID ↓ | KID ↓ | network forward + backward / image | s / image |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| operator | method | steps | PSNR ↑ | SSIM ↑ | FID ↓ | KID ↓ | network forward + backward / image "
+        "| decoder forward + backward / image | s / image |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for op in results.TIERS[tier]:
         runs = sorted(
@@ -137,8 +146,8 @@ def table(done: dict, tier: str) -> list[str]:
         )
         for (_, _, method, with_cse, steps), r in runs:
             lines.append(
-                f"| {op} | {label(method, with_cse)} | {steps} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['fid']:.2f} | {results.kid(r)} | "
-                f"{r['network_evaluations']:.0f} + {r['network_gradients']:.0f} = {cost(r):.0f} | {r['seconds']:.2f} |"
+                f"| {op} | {label(method, with_cse)} | {steps} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['fid']:.3f} | {results.kid(r)} | "
+                f"{r['network_evaluations']:.0f} + {r['network_gradients']:.0f} = {cost(r):.0f} | {decoder(r)} | {r['seconds']:.2f} |"
             )
     return lines
 
@@ -208,7 +217,7 @@ def budget_table(done: dict, tier: str) -> list[str]:
             p, f = best_within(done, tier, op, budget, "psnr"), best_within(done, tier, op, budget, "fid")
             if p and f:
                 lines.append(
-                    f"| {op} | ≤ {budget} | {name_of(p[0])} | {p[1]['psnr']:.2f} | {name_of(f[0])} | {f[1]['fid']:.2f} |"
+                    f"| {op} | ≤ {budget} | {name_of(p[0])} | {p[1]['psnr']:.2f} | {name_of(f[0])} | {f[1]['fid']:.3f} |"
                 )
     return lines
 
@@ -217,7 +226,7 @@ def standing(done: dict, tier: str) -> list[str]:
     """DMAP (full), alone and + CSE, at each step count against the best other run costing no more:
     wins / ties / loses by PSNR (the paired difference beyond two standard errors) and by FID."""
     lines = [
-        "| operator | ours | its cost | best other at ≤ that cost (by PSNR) | PSNR difference (± s.e.) | by PSNR | by FID |",
+        "| operator | ours | its cost | best other at ≤ that cost (by PSNR) | PSNR difference (± s.e.) | by PSNR | its FID against the lowest other's |",
         "|---|---|---|---|---|---|---|",
     ]
     for op in results.TIERS[tier]:
@@ -236,10 +245,10 @@ def standing(done: dict, tier: str) -> list[str]:
             mean, se = paired(r, others[rival_key])
             by_psnr = "wins" if mean > 2 * se else "loses" if mean < -2 * se else "ties"
             best_fid = min(others.values(), key=lambda rr: rr["fid"])["fid"]
-            by_fid = "wins" if r["fid"] < best_fid else "loses"
+            by_fid = f"{'lower' if r['fid'] < best_fid else 'higher'}: {r['fid']:.3f} against {best_fid:.3f}"
             lines.append(
                 f"| {op} | {label(method, with_cse)}, {steps} steps | {cost(r):.0f} | {name_of(rival_key)} | "
-                f"{mean:+.2f} ± {se:.2f} | {by_psnr} | {by_fid} (best other {best_fid:.2f}) |"
+                f"{mean:+.2f} ± {se:.2f} | {by_psnr} | {by_fid} |"
             )
     return lines
 
@@ -248,7 +257,8 @@ INTRO = """The 200 test digits, noise-free measurements, the shipped priors and 
 + CSE at 50 steps, and at 25 and 100 steps where the tables list them (operators and tiers without
 rows were not run), with the step sizes of `configs/<tier>/steps.yaml` (each method's own, tuned at
 50 steps on 32 train digits by `scripts/tune_digits.py`, the same procedure for all). Cost is
-the network passes per image: forward evaluations plus backward passes through the network (+ CSE,
+the network passes per image: forward evaluations plus backward passes through the network (a latent
+prior's decoder passes are listed beside them in `docs/results-solvers.md`, not added; + CSE,
 each evaluation also runs the ControlNet, a copy of the UNet's encoder: compare the seconds). Seconds were measured
 with two runs sharing the 2 CPU cores. DDRM and ΠGDM need the operator's SVD in pixel space: they
 have no latent cells, nor cells on the nonlinear blur. Generated by `python scripts/solver_results.py`
@@ -266,7 +276,7 @@ def verdict_section(done: dict) -> list[str]:
             "DMAP (full), the paper's method (and its variant with the noise-level step, where run), against",
             "the best other run (any other method, with or without the CSE) that costs no more; by PSNR it",
             "wins or loses where the paired difference over the 200 digits exceeds two standard errors, else",
-            "it ties. By FID (no uncertainty is computed for it) it wins where its FID is the lowest:",
+            "it ties. FID (no uncertainty is computed for it) is compared with the lowest of the same runs:",
             "",
             *standing(done, tier),
             "",

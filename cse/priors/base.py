@@ -112,3 +112,10 @@ class PriorView(Prior):
 
     def describe(self) -> dict:
         return self.prior.describe()
+
+
+def pixel_prior(prior: Prior) -> bool:
+    """Whether ``prior`` (seen through any wrappers) diffuses images themselves, not latents."""
+    while hasattr(prior, "prior") and isinstance(prior.prior, Prior):
+        prior = prior.prior
+    return getattr(prior, "vae", None) is None

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from cse.priors.base import Prior, PriorView
+from cse.priors.base import Prior, PriorView, pixel_prior
 
 
 class CountingPrior(PriorView):
-    """``prior`` with its denoiser calls counted per sample.
+    """``prior`` with its denoiser (and a latent prior's decoder) calls counted per sample.
 
     ``evaluations``: network forward passes (one per sample per ``denoise``); ``gradients``: of
     those, the ones a backward pass goes through (``u`` requires grad under autograd). Counting
@@ -20,6 +20,18 @@ class CountingPrior(PriorView):
         super().__init__(prior)
         self.evaluations = 0
         self.gradients = 0
+        self.decodes = 0
+        self.decoder_gradients = 0
+        self.latent = not pixel_prior(prior)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Counted like ``denoise`` on a latent prior (``decodes``, ``decoder_gradients``); a pixel
+        prior's decoder is the identity and counts nothing."""
+        if self.latent:
+            self.decodes += latents.shape[0]
+            if torch.is_grad_enabled() and latents.requires_grad:
+                self.decoder_gradients += latents.shape[0]
+        return self.prior.decode(latents)
 
     def denoise(self, u: Tensor, sigma: Tensor | float) -> Tensor:
         self.evaluations += u.shape[0]

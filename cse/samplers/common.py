@@ -20,7 +20,7 @@ from torch import Tensor
 
 from cse.operators.base import Operator
 from cse.operators.svd import has_svd
-from cse.priors.base import Prior
+from cse.priors.base import Prior, pixel_prior
 from cse.seeding import PerSampleNoise
 
 Denoiser = Callable[[Tensor, float], Tensor]
@@ -127,13 +127,6 @@ def check_finite(values: Tensor, sigma: float, what: str = "guidance") -> Tensor
             f"(residuals {values.detach()[bad].tolist()}); lower the step size or use fp32"
         )
     return values
-
-
-def pixel_prior(prior: Prior) -> bool:
-    """Whether ``prior`` (seen through any wrappers) diffuses images themselves, not latents."""
-    while hasattr(prior, "prior") and isinstance(prior.prior, Prior):
-        prior = prior.prior
-    return getattr(prior, "vae", None) is None
 
 
 def check_spectral(method: str, prior: Prior, operator: Operator | None) -> None:

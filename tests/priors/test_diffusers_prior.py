@@ -144,6 +144,18 @@ def test_network_evaluations_are_counted_by_a_wrapper(latent):
     DMAP(1.0, 4, ascent_steps=2)(counted, A, y, seeds=[0, 1])
     assert counted.evaluations == 2 * (4 + 2 * 3) and counted.gradients == 2 * 2 * 3  # the last step has no ascent
     assert counted.describe() == latent.describe() and counted.schedule is latent.schedule
+    # each ascent step back-propagates through the decoder once per sample; DECODES adds what else decodes
+    assert counted.decoder_gradients == 2 * 2 * 3 and counted.decodes == counted.decoder_gradients + DECODES
+
+
+DECODES = 2  # the final sample's decode, one per sample
+
+
+def test_a_pixel_priors_decoder_is_not_counted(tiny_pixel_v):
+    counted = CountingPrior(DiffusersPrior.from_pretrained(tiny_pixel_v))
+    A = SuperResolution(2)
+    DPS(1.0, 2)(counted, A, A(torch.zeros(1, *counted.sample_shape)), seeds=[0])
+    assert counted.evaluations == 2 and counted.decodes == 0 and counted.decoder_gradients == 0
 
 
 def test_a_sample_does_not_depend_on_its_batch(latent):
