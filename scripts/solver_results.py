@@ -45,6 +45,7 @@ JSON = ROOT / "docs" / "results-solvers.json"
 REPORT = ROOT / "docs" / "results-solvers.md"
 BATCH: list[str] = []  # --batch: digits restored at once (memory and seconds, not the images)
 KEPT = ("psnr", "ssim", "fid", "kid", "kid_std", "network_evaluations", "network_gradients", "seconds")
+LATENT_TIERS = ("digits_latent",)
 DECODER = ("decoder_passes", "decoder_gradients")  # a latent prior's; absent from runs made before they were counted
 KEPT += DECODER
 
@@ -120,8 +121,10 @@ def refreshed(done: dict) -> dict:
     return out
 
 
-def decoder(r: dict) -> str:
+def decoder(r: dict, tier: str) -> str:
     """A latent prior's decoder passes per image, forward + backward ("–": not counted in that run)."""
+    if tier not in LATENT_TIERS:
+        return "none (pixel prior)"
     if r.get("decoder_passes") is None:
         return "–"
     return f"{r['decoder_passes']:.0f} + {r['decoder_gradients']:.0f}"
@@ -173,7 +176,7 @@ def table(done: dict, tier: str) -> list[str]:
         for (_, _, method, with_cse, steps), r in runs:
             lines.append(
                 f"| {op} | {label(method, with_cse)} | {steps} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['fid']:.3f} | {results.kid(r)} | "
-                f"{r['network_evaluations']:.0f} + {r['network_gradients']:.0f} = {cost(r):.0f} | {decoder(r)} | {r['seconds']:.2f} |"
+                f"{r['network_evaluations']:.0f} + {r['network_gradients']:.0f} = {cost(r):.0f} | {decoder(r, tier)} | {r['seconds']:.2f} |"
             )
     return lines
 
