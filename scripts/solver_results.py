@@ -66,9 +66,14 @@ def run(tier: str, op: str, method: str, with_cse: bool, steps: int) -> dict | N
     task = f"{tier}/{op}"
     if not_defined(results.CONFIGS / task / "task.yaml", method) is not None:
         return None
-    files = [f"samplers/{method}.yaml"] + ([f"{task}/cse.yaml"] if with_cse else [])
+    files = config_files(task, method, with_cse)
     results.predict(task, files, folder(method, with_cse, steps), f"--steps.num_steps={steps}", *BATCH)
     return read_run(results.OUT / task / folder(method, with_cse, steps))
+
+
+def config_files(task: str, method: str, with_cse: bool) -> list[str]:
+    """The method file, and the task's CSE file for "+ CSE" (after the task's own file)."""
+    return [f"samplers/{method}.yaml"] + ([f"{task}/cse.yaml"] if with_cse else [])
 
 
 def folder(method: str, with_cse: bool, steps: int) -> str:
@@ -90,9 +95,9 @@ def count_decoders(done: dict) -> dict:
     out = dict(done)
     for k, r in done.items():
         tier, op, method, with_cse, steps = parse(k)
-        if r is None or tier == "digits" or r.get("decoder_passes") is not None:
+        if r is None or tier not in LATENT_TIERS or r.get("decoder_passes") is not None:
             continue
-        files = [f"samplers/{method}.yaml"] + ([f"{tier}/{op}/cse.yaml"] if with_cse else [])
+        files = config_files(f"{tier}/{op}", method, with_cse)
         name = folder(method, with_cse, steps)
         count_dir = ROOT / "outputs" / "results-count"
         previous, results.OUT = results.OUT, count_dir
@@ -260,8 +265,10 @@ def standing(done: dict, tier: str) -> list[str]:
     ]
     for op in results.TIERS[tier]:
         for k, r in sorted(done.items()):
-            t, o, method, with_cse, steps = parse(k) if r else ("", "", "", False, 0)
-            if not r or (t, o) != (tier, op) or method not in OURS:
+            if not r:
+                continue
+            t, o, method, with_cse, steps = parse(k)
+            if (t, o) != (tier, op) or method not in OURS:
                 continue
             others = {
                 kk: rr

@@ -210,6 +210,16 @@ def numerical_singulars(s: Tensor) -> Tensor:
     return torch.where(s >= RANK_FLOOR * s.abs().max(), s, torch.zeros_like(s))
 
 
+def spectral_measurement(svd: SVD, y: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """``yb = S^+ U^T y`` (zero where ``s = 0``) and ``s``, on the coefficients' grid of ``like``;
+    singular values below the numerical rank's floor count as 0 (:data:`RANK_FLOOR`). ``V yb`` is
+    ``A^+ y``."""
+    s = numerical_singulars(svd.singulars(like))
+    observed = s > 0
+    yb = torch.where(observed, svd.ut(y, like) / torch.where(observed, s, torch.ones_like(s)), 0.0)
+    return yb, s
+
+
 def svd_of(operator: Operator, like: Tensor) -> SVD:
     """The SVD of ``operator`` on images shaped like ``like`` (made once per operator and size);
     a TypeError naming the operator when it has none here."""

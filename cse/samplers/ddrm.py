@@ -20,18 +20,9 @@ import torch
 from torch import Tensor
 
 from cse.operators.base import Operator
-from cse.operators.svd import SVD, numerical_singulars, svd_of
+from cse.operators.svd import spectral_measurement, svd_of
 from cse.priors.base import Prior
 from cse.samplers.common import Sampler, SamplingContext, Schedule, batch_view, check_finite, check_spectral
-
-
-def spectral_measurement(svd: SVD, y: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-    """``yb = S^+ U^T y`` (zero where ``s = 0``) and ``s``, on the coefficients' grid of ``like``;
-    singular values below the numerical rank's floor count as 0 (``cse.operators.svd.RANK_FLOOR``)."""
-    s = numerical_singulars(svd.singulars(like))
-    observed = s > 0
-    yb = torch.where(observed, svd.ut(y, like) / torch.where(observed, s, torch.ones_like(s)), 0.0)
-    return yb, s
 
 
 def ddrm_coefficients(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from cse.operators.svd import has_svd, numerical_singulars, svd_of
+from cse.operators.svd import has_svd, spectral_measurement, svd_of
 from cse.samplers.common import Sampler, SamplingContext, Schedule, check_finite, check_step_size, pixel_prior
 
 BETAS = (0.9, 0.99)
@@ -29,8 +29,7 @@ BETAS = (0.9, 0.99)
 def pseudo_inverse(ctx: SamplingContext, like: Tensor) -> Tensor:
     """``A^+ y = V S^+ U^T y`` for images like ``like`` (``S^+`` to the numerical rank: ``RANK_FLOOR``)."""
     svd = svd_of(ctx.operator, like)
-    s = numerical_singulars(svd.singulars(like))
-    return svd.v(torch.where(s > 0, svd.ut(ctx.y, like) / torch.where(s > 0, s, torch.ones_like(s)), 0.0))
+    return svd.v(spectral_measurement(svd, ctx.y, like)[0])
 
 
 def adam_update(mu: Tensor, grad: Tensor, memory: dict, lr: float, eps: float = 1e-8) -> Tensor:
